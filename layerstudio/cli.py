@@ -1,0 +1,177 @@
+"""The ``layerstudio`` command line.
+
+Every command reports bad input as one ``error:`` line and exits with status 2; import warnings
+(rasterised or skipped features) go to stderr as ``warning:`` lines. Set LAYERSTUDIO_DEBUG=1 to
+see a traceback for unexpected failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .document import LayerStack
+from .errors import LayerStudioError
+from .io import LAYERED_SUFFIXES
+
+__all__ = ["main"]
+
+EXIT_BAD_INPUT = 2
+
+
+def _load(path: str) -> LayerStack:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stack = LayerStack.load(path)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return stack
+
+
+def _layer_rows(stack: LayerStack) -> list[dict]:
+    rows = []
+    for index in range(len(stack.layers) - 1, -1, -1):  # top first, as editors list them
+        layer = stack.layers[index]
+        rows.append({"index": index, "name": layer.name, "kind": layer.kind,
+                     "size": [layer.width, layer.height], "offset": list(layer.offset),
+                     "mode": layer.blend_mode.value, "opacity": round(layer.opacity, 4),
+                     "visible": layer.visible, "group": "/".join(layer.group),
+                     "dtype": str(layer.pixels.dtype)})
+    return rows
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    stack = _load(args.file)
+    rows = _layer_rows(stack)
+    if args.json:
+        print(json.dumps({"file": args.file, "width": stack.width, "height": stack.height,
+                          "metadata": stack.metadata, "layers": rows}, ensure_ascii=False,
+                         indent=2))
+        return 0
+    print(f"{args.file}: {stack.width}x{stack.height}, {len(rows)} layers (top first)")
+    headers = ["#", "name", "kind", "size", "offset", "mode", "opacity", "visible", "group"]
+    table = [[str(r["index"]), r["name"], r["kind"], "x".join(map(str, r["size"])),
+              ",".join(map(str, r["offset"])), r["mode"], f"{r['opacity']:.2f}",
+              "yes" if r["visible"] else "no", r["group"]] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
+              for i, h in enumerate(headers)]
+    for row in [headers, *table]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if Path(args.output).suffix.lower() not in LAYERED_SUFFIXES:
+        raise LayerStudioError(f"convert writes layered files ({', '.join(LAYERED_SUFFIXES)});"
+                               " use 'layerstudio flatten' for a flat image")
+    stack = _load(args.input)
+    options = {"depth": args.depth} if args.depth else {}
+    path = stack.save(args.output, **options)
+    print(f"wrote {path} ({len(stack)} layers)")
+    return 0
+
+
+def cmd_flatten(args: argparse.Namespace) -> int:
+    if Path(args.output).suffix.lower() in LAYERED_SUFFIXES:
+        raise LayerStudioError("flatten writes a flat image such as .png; use 'layerstudio "
+                               "convert' for layered files")
+    stack = _load(args.input)
+    path = stack.save(args.output)
+    print(f"wrote {path} ({stack.width}x{stack.height})")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .io.atomic import atomic_path
+    from .preview import contact_sheet
+
+    if Path(args.output).suffix.lower() != ".png":
+        raise LayerStudioError("the preview is written as .png")
+    stack = _load(args.input)
+    sheet = contact_sheet(stack, tile=args.tile, columns=args.columns)
+    with atomic_path(args.output) as tmp:
+        sheet.save(tmp, "PNG")
+    print(f"wrote {args.output} ({len(stack)} layers + composite)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_stack
+    from .imaging import over_checkerboard
+
+    stack = demo_stack(seed=args.seed)
+    path = stack.save(args.output)
+    preview = Path(path).with_suffix(".preview.png")
+    over_checkerboard(stack.composite()).save(preview)
+    print(f"wrote {path} ({len(stack)} layers) and preview {preview}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerstudio",
+        description="Generate, decompose and edit images as stacks of transparent layers.")
+    parser.add_argument("--version", action="version", version=f"layerstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("inspect", help="list the layers of a PSD/ORA/ZIP/image file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("convert", help="convert between .psd, .ora and .zip")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--depth", type=int, choices=(8, 16), help="PSD bits per channel")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("flatten", help="write the flattened composite as .png (or .webp/.tif)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_flatten)
+
+    p = sub.add_parser("preview", help="contact sheet of every layer over a checkerboard")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="output .png")
+    p.add_argument("--tile", type=int, default=192, help="tile size in pixels")
+    p.add_argument("--columns", type=int, default=5)
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("demo", help="write a procedurally drawn layered poster")
+    p.add_argument("-o", "--output", default="layerstudio-demo.psd",
+                   help="output file (.psd, .ora, .zip or .png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LayerStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never show a bare traceback to a user
+        if os.environ.get("LAYERSTUDIO_DEBUG"):
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc} (set LAYERSTUDIO_DEBUG=1 for "
+              "details, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

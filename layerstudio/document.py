@@ -1,0 +1,408 @@
+"""The layered document model: :class:`Layer` and :class:`LayerStack`.
+
+Every pipeline returns a ``LayerStack``, the UI edits one, and the exporters write one. Pixels are
+straight-alpha RGBA (uint8, uint16 or float32 in [0, 1]); layers carry an offset so that a small
+object need not pay for a full canvas; groups are identified by their path of names
+(``("Characters", "Hero")``), and a group's own settings live in ``LayerStack.groups``.
+Layers are ordered bottom to top, as they are painted.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .blend import BlendMode
+from .compositing import GroupNode, PixelNode, render
+from .errors import InvalidInputError
+from .imaging import as_rgba_array, fit_within, to_uint8
+from .limits import MAX_LAYERS, check_size
+
+__all__ = ["KNOWN_KINDS", "GroupInfo", "Layer", "LayerStack"]
+
+KNOWN_KINDS = ("background", "object", "effect", "text", "lineart", "flat", "shadow",
+               "highlight", "composite", "other")
+"""Layer kinds the pipelines produce; any other non-empty word is accepted too."""
+
+GroupPath = tuple[str, ...]
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str):
+        raise InvalidInputError(f"{what} must be text, got {type(name).__name__}")
+    if not name.strip():
+        raise InvalidInputError(f"{what} must not be empty")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidInputError(f"{what} {name!r} contains control characters")
+    if len(name) > 255:
+        raise InvalidInputError(f"{what} is longer than 255 characters")
+    return name
+
+
+def _check_opacity(value: object, what: str) -> float:
+    try:
+        opacity = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} opacity must be a number, got {value!r}") from None
+    if not 0.0 <= opacity <= 1.0:  # also rejects NaN
+        raise InvalidInputError(f"{what} opacity must lie in [0, 1], got {value!r}")
+    return opacity
+
+
+def _check_json(value: dict, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a dict")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} must be JSON-serialisable: {exc}") from None
+    return value
+
+
+@dataclass
+class Layer:
+    """One raster layer.
+
+    Attributes:
+        name: shown in editors; any text without control characters (non-Latin is fine).
+        pixels: (h, w, 4) straight-alpha RGBA, uint8, uint16 or float32 in [0, 1].
+        offset: (x, y) of the top-left pixel on the canvas; may be negative or beyond it.
+        opacity: 0..1, multiplied into alpha at compositing time.
+        blend_mode: how the colour mixes with the backdrop (see :class:`BlendMode`).
+        visible: hidden layers are kept and exported but not composited.
+        kind: the layer's role (see :data:`KNOWN_KINDS`).
+        group: path of group names from the outermost group in; ``()`` for top level.
+        provenance: JSON-able facts about where the layer came from (pipeline, prompt, seed,
+            mask box, ...).
+    """
+
+    name: str
+    pixels: np.ndarray
+    offset: tuple[int, int] = (0, 0)
+    opacity: float = 1.0
+    blend_mode: BlendMode = BlendMode.NORMAL
+    visible: bool = True
+    kind: str = "object"
+    group: GroupPath = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name = _check_name(self.name, "layer name")
+        self.pixels = as_rgba_array(self.pixels, what=f"layer {self.name!r}")
+        try:
+            self.offset = (int(self.offset[0]), int(self.offset[1]))
+        except (TypeError, ValueError, IndexError):
+            raise InvalidInputError(f"layer {self.name!r}: offset must be (x, y) integers, "
+                                    f"got {self.offset!r}") from None
+        self.opacity = _check_opacity(self.opacity, f"layer {self.name!r}")
+        try:
+            self.blend_mode = BlendMode.parse(self.blend_mode)
+        except ValueError as exc:
+            raise InvalidInputError(f"layer {self.name!r}: {exc}") from None
+        if self.blend_mode is BlendMode.PASS_THROUGH:
+            raise InvalidInputError(f"layer {self.name!r}: pass-through is only for groups")
+        self.visible = bool(self.visible)
+        if not isinstance(self.kind, str) or not self.kind.strip():
+            raise InvalidInputError(f"layer {self.name!r}: kind must be a non-empty word")
+        self.group = tuple(_check_name(part, "group name") for part in self.group)
+        self.provenance = _check_json(self.provenance, f"layer {self.name!r} provenance")
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_image(cls, image: Image.Image | np.ndarray | str | Path, name: str = "Layer",
+                   **kwargs: Any) -> Layer:
+        """Make a layer from a PIL image, an array or an image file path (size-checked)."""
+        if isinstance(image, (str, Path)):
+            from .io.raster import open_image
+
+            image = open_image(image)
+        return cls(name=name, pixels=image, **kwargs)
+
+    def copy(self, **changes: Any) -> Layer:
+        """A deep copy, optionally with some fields replaced."""
+        clone = copy.deepcopy(self)
+        for key, value in changes.items():
+            setattr(clone, key, value)
+        clone.__post_init__()
+        return clone
+
+    # --- geometry ----------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) on the canvas, right/bottom exclusive."""
+        x, y = self.offset
+        return x, y, x + self.width, y + self.height
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the layer has no pixels or is fully transparent."""
+        return self.pixels.size == 0 or not self.pixels[..., 3].any()
+
+    def content_bbox(self) -> tuple[int, int, int, int] | None:
+        """Bounding box (in layer coordinates) of pixels with alpha > 0, or None if empty."""
+        if self.pixels.size == 0:
+            return None
+        alpha = self.pixels[..., 3] > 0
+        rows = np.flatnonzero(alpha.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(alpha.any(axis=0))
+        return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+    def cropped_to_content(self) -> Layer:
+        """A copy cropped to its alpha bounding box, offset moved so nothing shifts on canvas.
+
+        A fully transparent layer becomes 0x0 pixels at its old offset.
+        """
+        box = self.content_bbox()
+        if box is None:
+            return dataclasses.replace(self, pixels=self.pixels[:0, :0],
+                                       provenance=dict(self.provenance))
+        x0, y0, x1, y1 = box
+        return dataclasses.replace(self, pixels=self.pixels[y0:y1, x0:x1],
+                                   offset=(self.offset[0] + x0, self.offset[1] + y0),
+                                   provenance=dict(self.provenance))
+
+    # --- views -------------------------------------------------------------------------------
+    def to_pil(self) -> Image.Image:
+        """The layer's own pixels (not placed on the canvas) as an 8-bit RGBA PIL image."""
+        return Image.fromarray(to_uint8(self.pixels), "RGBA")
+
+    def thumbnail(self, max_size: int = 64) -> Image.Image:
+        """A small RGBA preview of the layer's own pixels (1x1 transparent if empty)."""
+        if self.pixels.size == 0:
+            return Image.new("RGBA", (1, 1))
+        image = self.to_pil()
+        return image.resize(fit_within(image.size, max_size), Image.Resampling.LANCZOS)
+
+    def _node(self) -> PixelNode:
+        return PixelNode(self.pixels, self.offset, self.opacity, self.blend_mode, self.visible,
+                         source=self)
+
+
+@dataclass
+class GroupInfo:
+    """Settings of one group. Pass-through groups blend their children into the backdrop;
+    any other mode isolates them first (composites the group alone, then blends the result)."""
+
+    opacity: float = 1.0
+    blend_mode: BlendMode = BlendMode.PASS_THROUGH
+    visible: bool = True
+
+    def __post_init__(self) -> None:
+        self.opacity = _check_opacity(self.opacity, "group")
+        try:
+            self.blend_mode = BlendMode.parse(self.blend_mode)
+        except ValueError as exc:
+            raise InvalidInputError(f"group: {exc}") from None
+        self.visible = bool(self.visible)
+
+
+class LayerStack:
+    """A canvas and its layers, bottom to top, plus document metadata.
+
+    ``metadata`` is JSON-able: prompt, seed, method, model, timings and the like.
+    """
+
+    def __init__(self, width: int, height: int, layers: list[Layer] | None = None,
+                 groups: dict[GroupPath, GroupInfo] | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        try:
+            self.width, self.height = int(width), int(height)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"canvas size must be integers, got {width!r}x{height!r}"
+                                    ) from None
+        check_size(self.width, self.height, what="canvas")
+        self.layers: list[Layer] = []
+        self.groups: dict[GroupPath, GroupInfo] = {}
+        for path, info in (groups or {}).items():
+            self.set_group(path, info)
+        self.metadata: dict[str, Any] = _check_json(dict(metadata or {}), "stack metadata")
+        for layer in layers or []:
+            self.add(layer)
+
+    def __repr__(self) -> str:
+        return f"LayerStack({self.width}x{self.height}, {len(self.layers)} layers)"
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __getitem__(self, key: int | str) -> Layer:
+        return self.layers[self.index(key)]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    # --- editing -----------------------------------------------------------------------------
+    def index(self, key: int | str) -> int:
+        """Position of a layer given its index (negative allowed) or its unique name."""
+        if isinstance(key, (int, np.integer)):
+            if not -len(self.layers) <= key < len(self.layers):
+                raise InvalidInputError(f"no layer at index {key}; the stack has "
+                                        f"{len(self.layers)} layers")
+            return int(key) % len(self.layers)
+        hits = [i for i, layer in enumerate(self.layers) if layer.name == key]
+        if not hits:
+            raise InvalidInputError(f"no layer named {key!r}")
+        if len(hits) > 1:
+            raise InvalidInputError(f"{len(hits)} layers are named {key!r}; use an index")
+        return hits[0]
+
+    def add(self, layer: Layer, index: int | None = None) -> Layer:
+        """Insert ``layer`` at ``index`` (default: on top) and return it."""
+        if not isinstance(layer, Layer):
+            raise InvalidInputError(f"can only add Layer objects, got {type(layer).__name__}")
+        if len(self.layers) >= MAX_LAYERS:
+            raise InvalidInputError(f"a stack holds at most {MAX_LAYERS} layers")
+        for depth in range(1, len(layer.group) + 1):
+            self.groups.setdefault(layer.group[:depth], GroupInfo())
+        self.layers.insert(len(self.layers) if index is None else index, layer)
+        return layer
+
+    def remove(self, key: int | str) -> Layer:
+        """Remove and return a layer."""
+        return self.layers.pop(self.index(key))
+
+    def move(self, key: int | str, to_index: int) -> None:
+        """Move a layer to position ``to_index`` (0 = bottom) among the remaining layers."""
+        i = self.index(key)
+        if not 0 <= to_index < len(self.layers):
+            raise InvalidInputError(f"target index {to_index} is outside "
+                                    f"0..{len(self.layers) - 1}")
+        self.layers.insert(to_index, self.layers.pop(i))
+
+    def rename(self, key: int | str, name: str) -> None:
+        """Give a layer a new name."""
+        self.layers[self.index(key)].name = _check_name(name, "layer name")
+
+    def duplicate(self, key: int | str, name: str | None = None) -> Layer:
+        """Copy a layer and place the copy directly above it."""
+        i = self.index(key)
+        clone = self.layers[i].copy(name=name or f"{self.layers[i].name} copy")
+        self.layers.insert(i + 1, clone)
+        return clone
+
+    def merge_down(self, key: int | str) -> Layer:
+        """Merge a layer into the one below, as Photoshop's Merge Down does.
+
+        The result keeps the lower layer's name, opacity, blend mode, kind and group; its pixels
+        are the lower layer (at full opacity, normal) with the upper one blended on top.
+        """
+        i = self.index(key)
+        if i == 0:
+            raise InvalidInputError("the bottom layer has nothing below it to merge into")
+        upper, lower = self.layers[i], self.layers[i - 1]
+        if upper.group != lower.group:
+            raise InvalidInputError(f"cannot merge {upper.name!r} down: the layer below is in "
+                                    "another group")
+        lx0, ly0, lx1, ly1 = lower.bbox
+        ux0, uy0, ux1, uy1 = upper.bbox
+        x0, y0 = min(lx0, ux0), min(ly0, uy0)
+        x1, y1 = max(lx1, ux1), max(ly1, uy1)
+        nodes = [PixelNode(lower.pixels, (lx0 - x0, ly0 - y0), 1.0, BlendMode.NORMAL, True),
+                 PixelNode(upper.pixels, (ux0 - x0, uy0 - y0), upper.opacity, upper.blend_mode,
+                           upper.visible)]
+        merged = render(nodes, (max(x1 - x0, 1), max(y1 - y0, 1)))
+        result = lower.copy(pixels=_like_dtype(merged, lower.pixels), offset=(x0, y0))
+        self.layers[i - 1] = result
+        del self.layers[i]
+        return result
+
+    def set_group(self, path: GroupPath | list[str], info: GroupInfo | None = None) -> GroupInfo:
+        """Create or update the settings of the group at ``path``."""
+        path = tuple(_check_name(part, "group name") for part in path)
+        if not path:
+            raise InvalidInputError("a group path needs at least one name")
+        info = info if info is not None else GroupInfo()
+        if not isinstance(info, GroupInfo):
+            raise InvalidInputError("group settings must be a GroupInfo")
+        self.groups[path] = info
+        return info
+
+    def cropped_to_content(self) -> LayerStack:
+        """A new stack whose layers are cropped to their alpha bounding boxes (what the
+        exporters store); groups and metadata are shared, the original is untouched."""
+        cropped = LayerStack(self.width, self.height, groups=self.groups,
+                             metadata=self.metadata)
+        cropped.layers = [layer.cropped_to_content() for layer in self.layers]
+        return cropped
+
+    def copy(self) -> LayerStack:
+        """A deep copy of the whole document."""
+        return copy.deepcopy(self)
+
+    # --- rendering ---------------------------------------------------------------------------
+    def render_tree(self) -> list[PixelNode | GroupNode]:
+        """The layers as a tree of pixel and group nodes, built from consecutive group paths."""
+        root: list[PixelNode | GroupNode] = []
+        open_paths: list[tuple[GroupPath, list]] = [((), root)]
+        for layer in self.layers:
+            while layer.group[:len(open_paths[-1][0])] != open_paths[-1][0]:
+                open_paths.pop()
+            for depth in range(len(open_paths[-1][0]) + 1, len(layer.group) + 1):
+                path = layer.group[:depth]
+                info = self.groups.setdefault(path, GroupInfo())
+                node = GroupNode(info.opacity, info.blend_mode, info.visible, path=path)
+                open_paths[-1][1].append(node)
+                open_paths.append((path, node.children))
+            open_paths[-1][1].append(layer._node())
+        return root
+
+    def composite_array(self) -> np.ndarray:
+        """The flattened document as straight-alpha float32 RGBA, shape (h, w, 4)."""
+        return render(self.render_tree(), self.size)
+
+    def composite(self) -> Image.Image:
+        """The flattened document as an 8-bit RGBA PIL image."""
+        return Image.fromarray(render(self.render_tree(), self.size, np.uint8), "RGBA")
+
+    def thumbnail(self, max_size: int = 256) -> Image.Image:
+        """A small RGBA preview of the composite."""
+        image = self.composite()
+        return image.resize(fit_within(image.size, max_size), Image.Resampling.LANCZOS)
+
+    # --- files -------------------------------------------------------------------------------
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write to ``path``; the extension picks the format (.psd, .ora, .zip, .png).
+
+        PNG stores only the flattened composite. Writes are atomic: a failure leaves no file.
+        """
+        from .io import save_stack
+
+        return save_stack(self, path, **options)
+
+    @classmethod
+    def load(cls, path: str | Path, **options: Any) -> LayerStack:
+        """Read a .psd, .ora, .zip (ours) or plain image file into a stack."""
+        from .io import load_stack
+
+        return load_stack(path, **options)
+
+
+def _like_dtype(straight: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Convert float32 straight RGBA back to the dtype of ``reference``."""
+    if reference.dtype == np.uint8:
+        return to_uint8(straight)
+    if reference.dtype == np.uint16:
+        return np.clip(np.rint(straight * 65535.0), 0, 65535).astype(np.uint16)
+    return straight

@@ -1,0 +1,48 @@
+"""Shared test helpers: the real Photoshop fixtures and small random stacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layerstudio import BlendMode, GroupInfo, Layer, LayerStack
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "photoshop-psd"
+
+
+@pytest.fixture
+def psd_fixtures() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"real Photoshop fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+def random_layer(rng: np.random.Generator, name: str, canvas: tuple[int, int], **kw) -> Layer:
+    """A random RGBA layer of random size and offset that may hang over the canvas edges."""
+    width, height = canvas
+    w, h = (int(v) for v in rng.integers(1, (width + 8, height + 8)))
+    x, y = int(rng.integers(-w // 2, width)), int(rng.integers(-h // 2, height))
+    pixels = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    pixels[rng.random((h, w)) < 0.2, 3] = 0  # some fully transparent pixels
+    return Layer(name, pixels, offset=(x, y), **kw)
+
+
+def sample_stack(seed: int = 0) -> LayerStack:
+    """A small stack with everything the formats must keep: non-Latin names, nested groups,
+    offsets past the edges, modes, opacity in 1/255 steps, hidden layers."""
+    rng = np.random.default_rng(seed)
+    stack = LayerStack(40, 30, metadata={"prompt": "a test", "seed": seed})
+    stack.add(Layer("Фон", rng.integers(0, 256, (30, 40, 4), dtype=np.uint8) | np.uint8(0),
+                    kind="background"))
+    stack.add(random_layer(rng, "Ünïcødé 日本語 🎨", (40, 30), blend_mode=BlendMode.MULTIPLY,
+                           opacity=200 / 255, group=("Characters",)))
+    stack.add(random_layer(rng, "hero", (40, 30), blend_mode=BlendMode.SCREEN,
+                           group=("Characters", "Hero")))
+    stack.add(random_layer(rng, "hidden one", (40, 30), visible=False,
+                           group=("Characters", "Hero")))
+    stack.add(random_layer(rng, "top", (40, 30), blend_mode=BlendMode.OVERLAY, opacity=128 / 255))
+    stack.set_group(("Characters",), GroupInfo(opacity=153 / 255))
+    stack.set_group(("Characters", "Hero"), GroupInfo(blend_mode=BlendMode.NORMAL))
+    return stack

@@ -1,0 +1,85 @@
+"""The command line: inspect, convert, flatten, demo, --version, and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import sample_stack
+
+from layerstudio import LayerStack, __version__
+from layerstudio.cli import main
+
+
+def test_version_via_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "layerstudio", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"layerstudio {__version__}"
+
+
+def test_inspect_table_and_json(tmp_path, capsys):
+    path = sample_stack().save(tmp_path / "s.psd")
+    assert main(["inspect", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "5 layers" in table and "Ünïcødé 日本語 🎨" in table and "multiply" in table
+    assert table.index("top") < table.index("Фон")  # top of the stack listed first
+    assert main(["inspect", "--json", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["width"] == 40 and len(data["layers"]) == 5
+    hidden = next(row for row in data["layers"] if row["name"] == "hidden one")
+    assert hidden["visible"] is False and hidden["group"] == "Characters/Hero"
+
+
+@pytest.mark.parametrize(("source", "target"), [(".psd", ".ora"), (".ora", ".zip"),
+                                                (".zip", ".psd")])
+def test_convert_between_layered_formats(tmp_path, source, target):
+    stack = sample_stack()
+    src = stack.save(tmp_path / f"in{source}")
+    dst = tmp_path / f"out{target}"
+    assert main(["convert", str(src), str(dst)]) == 0
+    back = LayerStack.load(dst)
+    assert [layer.name for layer in back] == [layer.name for layer in stack]
+    assert np.array_equal(np.asarray(back.composite()), np.asarray(stack.composite()))
+
+
+def test_flatten_writes_the_composite(tmp_path):
+    stack = sample_stack()
+    src = stack.save(tmp_path / "in.ora")
+    assert main(["flatten", str(src), str(tmp_path / "flat.png")]) == 0
+    flat = LayerStack.load(tmp_path / "flat.png")
+    assert np.array_equal(np.asarray(flat.composite()), np.asarray(stack.composite()))
+
+
+def test_demo_writes_a_layered_psd_and_preview(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo.psd")]) == 0
+    stack = LayerStack.load(tmp_path / "demo.psd")
+    assert len(stack) >= 10 and ("Birds",) in stack.groups
+    assert {layer.blend_mode.value for layer in stack} >= {"normal", "screen", "multiply"}
+    assert (tmp_path / "demo.preview.png").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["inspect", "{tmp}/missing.psd"],
+    ["inspect", "{tmp}/garbage.psd"],
+    ["convert", "{tmp}/garbage.psd", "{tmp}/out.ora"],
+    ["convert", "{tmp}/good.zip", "{tmp}/out.png"],
+    ["flatten", "{tmp}/good.zip", "{tmp}/out.psd"],
+    ["flatten", "{tmp}/good.zip", "{tmp}/out.docx"],
+])
+def test_bad_input_exits_2_with_one_clear_line(tmp_path, argv):
+    (tmp_path / "garbage.psd").write_bytes(b"8BPS" + b"\x00" * 10)
+    sample_stack().save(tmp_path / "good.zip")
+    args = [a.format(tmp=tmp_path) for a in argv]
+    out = subprocess.run([sys.executable, "-m", "layerstudio", *args], capture_output=True,
+                         text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+def test_import_warnings_are_printed(psd_fixtures, capsys):
+    assert main(["inspect", str(psd_fixtures / "clipping-mask.psd")]) == 0
+    assert "warning: layer 'Shape 2': clipping mask baked" in capsys.readouterr().err

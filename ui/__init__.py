@@ -1,0 +1,1 @@
+"""The Gradio web UI (installed as ``layerstudio.ui``). Not built yet; see README's roadmap."""
