@@ -8,11 +8,12 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import sample_stack
 
 from layerstudio import InvalidInputError, Layer, LayerStack
 from layerstudio.errors import ImageTooLargeError, UnsupportedFormatError
 from layerstudio.limits import set_max_pixels
+
+from conftest import sample_stack
 
 
 @pytest.fixture

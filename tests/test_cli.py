@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import sample_stack
 
 from layerstudio import LayerStack, __version__
 from layerstudio.cli import main
+
+from conftest import sample_stack
 
 
 def test_version_via_module_entry_point():

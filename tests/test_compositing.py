@@ -7,9 +7,10 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import random_layer, sample_stack
 
 from layerstudio import BlendMode, GroupInfo, Layer, LayerStack, compositing, kernels
+
+from conftest import random_layer, sample_stack
 
 # --- the reference: scalar formulas, straight from "Compositing and Blending Level 1" --------
 

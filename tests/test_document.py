@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import sample_stack
 from PIL import Image
 
 from layerstudio import BlendMode, InvalidInputError, Layer, LayerStack
 from layerstudio.limits import set_max_pixels
+
+from conftest import sample_stack
 
 
 def test_public_names_are_importable():

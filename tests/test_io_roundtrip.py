@@ -7,10 +7,11 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import sample_stack
 from PIL import Image
 
 from layerstudio import Layer, LayerStack
+
+from conftest import sample_stack
 
 
 def assert_same_stack(a: LayerStack, b: LayerStack, *, kinds: bool = True) -> None:
