@@ -39,7 +39,8 @@ def sample_stack(seed: int = 0) -> LayerStack:
     stack.add(random_layer(rng, "Ünïcødé 日本語 🎨", (40, 30), blend_mode=BlendMode.MULTIPLY,
                            opacity=200 / 255, group=("Characters",)))
     stack.add(random_layer(rng, "hero", (40, 30), blend_mode=BlendMode.SCREEN,
-                           group=("Characters", "Hero")))
+                           group=("Characters", "Hero"), kind="effect",
+                           provenance={"pipeline": "test", "seed": seed, "prompt": "héros"}))
     stack.add(random_layer(rng, "hidden one", (40, 30), visible=False,
                            group=("Characters", "Hero")))
     stack.add(random_layer(rng, "top", (40, 30), blend_mode=BlendMode.OVERLAY, opacity=128 / 255))

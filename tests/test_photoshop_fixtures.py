@@ -40,7 +40,8 @@ def test_blend_mode_matches_photoshop(psd_fixtures, mode):
 
 @pytest.mark.parametrize(("name", "layers"), [
     ("group.psd", 2), ("hidden-layer.psd", 3), ("hidden-groups.psd", 3), ("2layers.psd", 2),
-    ("background-red-opacity-80.psd", 2), ("16bit5x5.psd", 3), ("empty-layer.psd", 3),
+    ("background-red-opacity-80.psd", 2), ("16bit5x5.psd", 3), ("32bit5x5.psd", 3),
+    ("empty-layer.psd", 3),
     ("clipping-mask.psd", 5), ("0layers.psd", 1), ("empty-group.psd", 1),
 ])
 def test_structure_files_import_and_match(psd_fixtures, name, layers):
@@ -57,6 +58,7 @@ def test_structure_details(psd_fixtures):
     assert names == ["Фон", "Слой"]
     deep = _load_quietly(psd_fixtures / "16bit5x5.psd")
     assert deep[0].pixels.dtype == np.uint16
+    assert _load_quietly(psd_fixtures / "32bit5x5.psd")[0].pixels.dtype == np.float32
     emoji = _load_quietly(psd_fixtures / "layer-name-emoji.psd")
     assert any(any(ord(ch) > 0xFFFF for ch in layer.name) for layer in emoji)
 

@@ -13,8 +13,12 @@ effects and dissolve are reported as warnings rather than silently lost.
 
 from __future__ import annotations
 
+import json
 import struct
+import xml.etree.ElementTree as ET
+from collections import defaultdict, deque
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
@@ -22,12 +26,14 @@ from psd_tools import PSDImage
 from psd_tools.api import numpy_io
 from psd_tools.api.layers import Group
 from psd_tools.constants import BlendMode as PsdBlend
-from psd_tools.constants import ColorMode, Compression
+from psd_tools.constants import ColorMode, Compression, Resource
+from psd_tools.psd.image_resources import ImageResource
 
 from ..blend import BlendMode
 from ..document import GroupInfo, Layer, LayerStack
 from ..errors import InvalidInputError, UnsupportedFormatError
 from ..limits import MAX_LAYERS, check_size, max_pixels
+from .manifest import decode_manifest, stack_manifest
 
 __all__ = ["read_psd", "write_psd"]
 
@@ -113,6 +119,9 @@ def write_psd(stack: LayerStack, path: Path, depth: int | None = None,
             made.visible = layer.visible
 
     emit(psd, cropped.render_tree())
+    manifest = stack_manifest(cropped, [None] * len(cropped.layers))
+    psd.image_resources[Resource.XMP_METADATA] = ImageResource(
+        key=Resource.XMP_METADATA, data=_xmp_packet(manifest))
     composite = stack.composite_array()
 
     def store_our_composite() -> None:
@@ -128,6 +137,61 @@ def write_psd(stack: LayerStack, path: Path, depth: int | None = None,
 
     psd._update_preview = store_our_composite
     psd.save(path)
+
+
+# --- LayerStudio metadata in XMP ---------------------------------------------------------------
+# PSD has no field for a layer's kind, its provenance or the document's prompt and seed. They
+# travel as our JSON manifest inside the file's XMP packet, which Photoshop keeps on re-save.
+
+XMP_NAMESPACE = "urn:layerstudio:ns:1.0"
+
+
+def _xmp_packet(manifest: dict) -> bytes:
+    body = escape(json.dumps(manifest, ensure_ascii=False))
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:layerstudio="{XMP_NAMESPACE}">'
+        f"<layerstudio:manifest>{body}</layerstudio:manifest>"
+        '</rdf:Description></rdf:RDF></x:xmpmeta>\n<?xpacket end="w"?>'
+    ).encode()
+
+
+def _manifest_from_xmp(psd: PSDImage, path: Path) -> dict | None:
+    data = psd.image_resources.get_data(Resource.XMP_METADATA)
+    if not isinstance(data, bytes) or XMP_NAMESPACE.encode() not in data:
+        return None
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise InvalidInputError(f"{path}: XMP metadata declares a DTD, which is not allowed")
+    start, end = data.find(b"<x:xmpmeta"), data.rfind(b"</x:xmpmeta>")
+    try:
+        root = ET.fromstring(data[start:end + len(b"</x:xmpmeta>")])
+    except ET.ParseError:
+        return None  # damaged or foreign XMP: the pixels are still good
+    element = root.find(f".//{{{XMP_NAMESPACE}}}manifest")
+    if element is None or not element.text:
+        return None
+    return decode_manifest(element.text.encode("utf-8"), f"{path}: LayerStudio metadata")
+
+
+def _apply_manifest(stack: LayerStack, manifest: dict) -> None:
+    """Restore kinds, provenance and document metadata, matching layers by name in order, so
+    a file edited in another program keeps what still matches."""
+    entries: dict[str, deque] = defaultdict(deque)
+    for entry in manifest.get("layers", []):
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            entries[entry["name"]].append(entry)
+    for layer in stack.layers:
+        if entries[layer.name]:
+            entry = entries[layer.name].popleft()
+            kind, provenance = entry.get("kind"), entry.get("provenance")
+            if isinstance(kind, str) and kind.strip():
+                layer.kind = kind
+            if isinstance(provenance, dict):
+                layer.provenance = provenance
+    if isinstance(manifest.get("metadata"), dict):
+        stack.metadata.update(manifest["metadata"])
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -192,7 +256,13 @@ def _pixels_of(layer, depth: int) -> np.ndarray | None:
     array = np.clip(array[..., :4], 0.0, 1.0)
     if depth == 16:
         return np.rint(array * 65535.0).astype(np.uint16)
+    array[..., :3] = _linear_to_srgb(array[..., :3])  # 32-bit documents hold linear light
     return array.astype(np.float32)
+
+
+def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function (IEC 61966-2-1), for Photoshop's linear 32-bit data."""
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
 
 
 def _apply_mask(pixels: np.ndarray, layer) -> bool:
@@ -250,8 +320,8 @@ def read_psd(path: Path) -> LayerStack:
     stack = LayerStack(psd.width, psd.height, metadata={"source": path.name})
     warnings: list[str] = []
     if psd.depth == 32:
-        warnings.append("32-bit channels are linear light in Photoshop; imported as float "
-                        "values without gamma conversion")
+        warnings.append("32-bit linear-light channels converted to sRGB floats; values "
+                        "above 1.0 (HDR) are clipped")
     try:
         _read_children(psd, psd, (), stack, warnings)
         if not stack.layers:
@@ -266,6 +336,9 @@ def read_psd(path: Path) -> LayerStack:
     except Exception as exc:  # malformed layer records surface lazily, while reading pixels
         raise InvalidInputError(f"{path}: could not read layer data ({type(exc).__name__}: "
                                 f"{exc})") from None
+    manifest = _manifest_from_xmp(psd, path)
+    if manifest is not None:
+        _apply_manifest(stack, manifest)
     if warnings:
         stack.metadata["import_warnings"] = warnings
     return stack
@@ -333,8 +406,9 @@ def _read_children(psd: PSDImage, parent, group: tuple[str, ...], stack: LayerSt
             base = layer
 
 
-def merged_image(path: Path) -> Image.Image | None:
+def merged_image(path: str | Path) -> Image.Image | None:
     """The composite Photoshop stored in the file (None if it stored none)."""
+    path = Path(path)
     _check_header(path)
     psd = PSDImage.open(path)
     return psd.composite(force=False) if psd.has_preview() else None
