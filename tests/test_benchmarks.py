@@ -1,0 +1,22 @@
+"""The benchmark scripts run and report what they promise (timings are not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_composite_benchmark_reports_ratios_and_exactness():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "composite.py"), "--size",
+                          "160", "--layers", "6", "--repeat", "1"],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert [case["case"] for case in report["cases"]] == ["objects", "full"]
+    for case in report["cases"]:
+        assert case["speedup_vs_pillow"] > 0 and case["max_diff_vs_pillow_255"] <= 2
+        assert case["max_error_vs_exact_255"]["layerstudio"] <= 0.5 + 1e-3
+    assert report["psd_export_seconds"] > 0 and report["psd_import_seconds"] > 0
