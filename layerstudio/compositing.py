@@ -1,4 +1,4 @@
-"""The compositing engine: layers in, one premultiplied RGBA canvas out.
+"""The compositing engine: a tree of layers and groups in, one flattened RGBA image out.
 
 Maths (W3C Compositing and Blending Level 1, section 5.8), with straight-alpha source colour Cs,
 source alpha as = layer alpha x opacity, backdrop colour Cb and backdrop alpha ab:

@@ -30,8 +30,10 @@ from psd_tools.constants import ColorMode, Compression, Resource
 from psd_tools.psd.image_resources import ImageResource
 
 from ..blend import BlendMode
+from ..compositing import to_float_rgba
 from ..document import GroupInfo, Layer, LayerStack
 from ..errors import InvalidInputError, UnsupportedFormatError
+from ..imaging import to_uint8
 from ..limits import MAX_LAYERS, check_size, max_pixels
 from .manifest import decode_manifest, stack_manifest
 
@@ -73,8 +75,6 @@ def _depth_for(stack: LayerStack, depth: int | None) -> int:
 
 def _layer_array(pixels: np.ndarray, depth: int) -> np.ndarray:
     if depth == 8:
-        from ..imaging import to_uint8
-
         return to_uint8(pixels)
     if pixels.dtype == np.uint16:
         return pixels
@@ -265,6 +265,21 @@ def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
 
 
+def _scale_alpha(pixels: np.ndarray, factor: np.ndarray, at: tuple[int, int],
+                 outside: float) -> None:
+    """Multiply alpha by ``factor`` (floats in [0, 1]) placed at ``at`` (x, y) relative to the
+    layer, and by ``outside`` where the factor does not reach; in place, dtype kept."""
+    h, w = pixels.shape[:2]
+    cover = np.full((h, w), outside, np.float32)
+    fx, fy = at
+    y0, x0 = max(fy, 0), max(fx, 0)
+    y1, x1 = min(fy + factor.shape[0], h), min(fx + factor.shape[1], w)
+    if y0 < y1 and x0 < x1:
+        cover[y0:y1, x0:x1] = factor[y0 - fy:y1 - fy, x0 - fx:x1 - fx]
+    alpha = pixels[..., 3].astype(np.float32) * cover
+    pixels[..., 3] = alpha if pixels.dtype == np.float32 else np.rint(alpha).astype(pixels.dtype)
+
+
 def _apply_mask(pixels: np.ndarray, layer) -> bool:
     """Multiply an enabled raster layer mask into alpha; True when one was applied."""
     mask = layer.mask
@@ -273,33 +288,17 @@ def _apply_mask(pixels: np.ndarray, layer) -> bool:
     image = mask.topil()
     if image is None:
         return False
-    full = np.full(pixels.shape[:2], mask.background_color / 255.0, np.float32)
     values = np.asarray(image.convert("L"), np.float32) / 255.0
-    mx, my = mask.left - layer.left, mask.top - layer.top
-    h, w = pixels.shape[:2]
-    y0, x0 = max(my, 0), max(mx, 0)
-    y1, x1 = min(my + values.shape[0], h), min(mx + values.shape[1], w)
-    if y0 < y1 and x0 < x1:
-        full[y0:y1, x0:x1] = values[y0 - my:y1 - my, x0 - mx:x1 - mx]
-    scale = np.iinfo(pixels.dtype).max if pixels.dtype != np.float32 else 1.0
-    alpha = pixels[..., 3].astype(np.float32) * full
-    pixels[..., 3] = np.rint(alpha).astype(pixels.dtype) if scale != 1.0 else alpha
+    _scale_alpha(pixels, values, (mask.left - layer.left, mask.top - layer.top),
+                 outside=mask.background_color / 255.0)
     return True
 
 
 def _clip_to_base(pixels: np.ndarray, offset: tuple[int, int], base: Layer) -> None:
     """Cut a clipped layer to its base layer's alpha (Photoshop clipping masks)."""
-    h, w = pixels.shape[:2]
-    cover = np.zeros((h, w), np.float32)
-    bx, by = base.offset[0] - offset[0], base.offset[1] - offset[1]
-    b_alpha = base.pixels[..., 3].astype(np.float32)
-    b_alpha /= np.iinfo(base.pixels.dtype).max if base.pixels.dtype != np.float32 else 1.0
-    y0, x0 = max(by, 0), max(bx, 0)
-    y1, x1 = min(by + base.height, h), min(bx + base.width, w)
-    if y0 < y1 and x0 < x1:
-        cover[y0:y1, x0:x1] = b_alpha[y0 - by:y1 - by, x0 - bx:x1 - bx]
-    alpha = pixels[..., 3].astype(np.float32) * cover
-    pixels[..., 3] = alpha if pixels.dtype == np.float32 else np.rint(alpha).astype(pixels.dtype)
+    base_alpha = to_float_rgba(base.pixels)[..., 3]
+    _scale_alpha(pixels, base_alpha, (base.offset[0] - offset[0], base.offset[1] - offset[1]),
+                 outside=0.0)
 
 
 def read_psd(path: Path) -> LayerStack:
