@@ -121,18 +121,17 @@ class Layer:
                    **kwargs: Any) -> Layer:
         """Make a layer from a PIL image, an array or an image file path (size-checked)."""
         if isinstance(image, (str, Path)):
-            from .io.raster import open_image
+            from .io.raster import read_image_file  # io imports this module
 
-            image = open_image(image)
+            image = read_image_file(image)
         return cls(name=name, pixels=image, **kwargs)
 
     def copy(self, **changes: Any) -> Layer:
-        """A deep copy, optionally with some fields replaced."""
-        clone = copy.deepcopy(self)
-        for key, value in changes.items():
-            setattr(clone, key, value)
-        clone.__post_init__()
-        return clone
+        """A deep copy, optionally with some fields replaced (and validated)."""
+        fields: dict[str, Any] = {"pixels": self.pixels.copy(),
+                                  "provenance": copy.deepcopy(self.provenance)}
+        fields.update(changes)
+        return dataclasses.replace(self, **fields)
 
     # --- geometry ----------------------------------------------------------------------------
     @property

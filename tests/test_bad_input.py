@@ -117,13 +117,18 @@ def test_zip_slip_and_bad_manifest_are_rejected(tmp_path, saved):
         LayerStack.load(bad)
 
 
-def test_ora_with_entities_is_rejected(tmp_path):
-    bad = tmp_path / "lol.ora"
+@pytest.mark.parametrize(("stack_xml", "message"), [
+    ('<image w="4" h="4"><stack><layer name="x" src="../../etc/passwd"/></stack></image>',
+     "unsafe path"),
+    ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><image w="4" h="4"><stack/>'
+     "</image>", "DTD"),
+])
+def test_hostile_ora_is_rejected(tmp_path, stack_xml, message):
+    bad = tmp_path / "hostile.ora"
     with zipfile.ZipFile(bad, "w") as z:
         z.writestr("mimetype", "image/openraster")
-        z.writestr("stack.xml", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'
-                                '<image w="4" h="4"><stack/></image>')
-    with pytest.raises(InvalidInputError, match="DTD"):
+        z.writestr("stack.xml", stack_xml)
+    with pytest.raises(InvalidInputError, match=message):
         LayerStack.load(bad)
 
 
