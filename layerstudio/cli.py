@@ -73,7 +73,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise LayerStudioError(f"convert writes layered files ({', '.join(LAYERED_SUFFIXES)});"
                                " use 'layerstudio flatten' for a flat image")
     stack = _load(args.input)
-    options = {"depth": args.depth} if args.depth else {}
+    options = {key: value for key, value in (("depth", args.depth),
+                                             ("compression", args.compression)) if value}
     path = stack.save(args.output, **options)
     print(f"wrote {path} ({len(stack)} layers)")
     return 0
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--depth", type=int, choices=(8, 16), help="PSD bits per channel")
+    p.add_argument("--compression", choices=("rle", "zip", "raw"),
+                   help="PSD channel compression (default rle)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("flatten", help="write the flattened composite as .png (or .webp/.tif)")

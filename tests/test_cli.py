@@ -46,6 +46,14 @@ def test_convert_between_layered_formats(tmp_path, source, target):
     assert np.array_equal(np.asarray(back.composite()), np.asarray(stack.composite()))
 
 
+def test_convert_to_16_bit_zip_compressed_psd(tmp_path):
+    src = sample_stack().save(tmp_path / "in.zip")
+    assert main(["convert", str(src), str(tmp_path / "deep.psd"), "--depth", "16",
+                 "--compression", "zip"]) == 0
+    back = LayerStack.load(tmp_path / "deep.psd")
+    assert back[0].pixels.dtype == np.uint16
+
+
 def test_flatten_writes_the_composite(tmp_path):
     stack = sample_stack()
     src = stack.save(tmp_path / "in.ora")

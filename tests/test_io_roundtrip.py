@@ -43,6 +43,13 @@ def test_round_trip_is_lossless(tmp_path, suffix):
     assert back.metadata["prompt"] == "a test"
 
 
+@pytest.mark.parametrize("compression", ["rle", "zip", "raw"])
+def test_psd_compressions(tmp_path, compression):
+    stack = sample_stack(1)
+    back = LayerStack.load(stack.save(tmp_path / f"{compression}.psd", compression=compression))
+    assert_same_stack(stack, back)
+
+
 @pytest.mark.parametrize("suffix", [".psd", ".zip", ".ora"])
 def test_16_bit_layers_keep_16_bits(tmp_path, suffix):
     rng = np.random.default_rng(5)
