@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ("import layerstudio, layerstudio.pipelines, layerstudio.ui, layerstudio.datasets, "
-         "layerstudio.io; import importlib.util as u; "
+         "layerstudio.io, layerstudio.datasets.assets.emoji, layerstudio.datasets.scenes, "
+         "layerstudio.datasets.loaders; import importlib.util as u; "
          "assert u.find_spec('datasets') is None or 'layerstudio' not in "
          "(u.find_spec('datasets').origin or ''); "
          "print(layerstudio.__file__)")
