@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (.psd, .ora, .zip or .png)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from .datasets.cli import register as register_data
+
+    register_data(sub)
     return parser
 
 

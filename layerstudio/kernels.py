@@ -41,7 +41,7 @@ HAVE_NUMBA = numba is not None
 
 if numba is not None:
 
-    @numba.njit(cache=True, nogil=True, fastmath=True)
+    @numba.njit(cache=True, nogil=True)
     def _over_straight_jit(dst, src, opacity, unit):  # pragma: no cover - compiled
         scale = np.float32(unit * opacity)
         unit32 = np.float32(unit)
@@ -57,7 +57,7 @@ if numba is not None:
                 dst[i, j, 2] = np.float32(src[i, j, 2]) * colour + dst[i, j, 2] * keep
                 dst[i, j, 3] = a + dst[i, j, 3] * keep
 
-    @numba.njit(cache=True, nogil=True, fastmath=True)
+    @numba.njit(cache=True, nogil=True)
     def _finish_uint8_jit(buf, out):  # pragma: no cover - compiled
         for i in range(buf.shape[0]):
             for j in range(buf.shape[1]):
