@@ -9,7 +9,7 @@ import numpy as np
 from .assets.emoji import emoji_for_split, render_emoji
 from .assets.shapes import COLOURS, SHAPES, render_glyph, render_shape
 
-__all__ = ["Art", "random_art", "random_emoji_art", "with_article"]
+__all__ = ["Art", "random_art", "random_emoji_art", "restyle", "with_article"]
 
 _WORDS = ("sun", "cat", "sale", "new", "hello", "art", "love", "go", "top", "hi")
 
@@ -29,6 +29,14 @@ def with_article(words: str) -> str:
     if first in ("a", "an", "the") or first[:1].isdigit():
         return words
     return ("an " if first[:1] in "aeiou" else "a ") + words
+
+
+def restyle(caption: str, adjective: str) -> str:
+    """'a red apple' + 'faded' -> 'a faded red apple' (the article is re-chosen)."""
+    for article in ("a ", "an "):
+        if caption.startswith(article):
+            return with_article(f"{adjective} {caption[len(article):]}")
+    return f"{adjective} {caption}"
 
 
 def random_emoji_art(rng: np.random.Generator, size: int, split: str) -> Art:

@@ -34,7 +34,7 @@ def generate(kind: str, index: int = 0, *, seed: int = 0, size: int = 128,
     ``split='heldout'`` draws from the held-out emoji and from a separate random stream, so
     evaluation samples never repeat training ones. ``options`` go to the generator (e.g.
     ``max_objects=20`` for objects, ``effect='reflection'``, ``subtask='glass'``,
-    ``convention='normal'``, ``style='soft edge'``).
+    ``convention='normal'``, ``style='soft-edged'``).
     """
     if kind not in GENERATORS:
         raise ValueError(f"unknown generator {kind!r}; choose from {', '.join(GENERATORS)}")

@@ -20,3 +20,14 @@ def test_composite_benchmark_reports_ratios_and_exactness():
         assert case["speedup_vs_pillow"] > 0 and case["max_diff_vs_pillow_255"] <= 2
         assert case["max_error_vs_exact_255"]["layerstudio"] <= 0.5 + 1e-3
     assert report["psd_export_seconds"] > 0 and report["psd_import_seconds"] > 0
+
+
+def test_dataset_benchmark_reports_rates():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "datasets.py"), "--size",
+                          "32", "--samples", "16", "--workers", "0"],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert len(report["generators"]) == 5
+    for row in report["generators"]:
+        assert row["samples_per_second_loader_0_workers"] > 0
+        assert row["headroom_vs_training_need"] > 0

@@ -8,12 +8,12 @@ import numpy as np
 
 from layerstudio.document import Layer, LayerStack
 
-from ..art import random_art
+from ..art import random_art, restyle
 from .common import blur, box_of, place, to_u8
 
 __all__ = ["STYLES", "build"]
 
-STYLES = ("solid", "soft edge", "semi-transparent", "faded")
+STYLES = ("solid", "soft-edged", "semi-transparent", "faded")
 
 
 def build(rng: np.random.Generator, size: int, split: str, *, style: str | None = None) -> dict:
@@ -25,7 +25,7 @@ def build(rng: np.random.Generator, size: int, split: str, *, style: str | None 
     pad = max(2, size // 16)  # room for a soft edge to spread
     padded = np.zeros((pixels.shape[0] + 2 * pad, pixels.shape[1] + 2 * pad, 4), np.float32)
     padded[pad:-pad, pad:-pad] = pixels
-    if style == "soft edge":
+    if style == "soft-edged":
         padded[..., 3] = blur(padded[..., 3], rng.uniform(1.0, size / 40 + 1.0))
     elif style == "semi-transparent":
         padded[..., 3] *= rng.uniform(0.35, 0.75)
@@ -39,7 +39,7 @@ def build(rng: np.random.Generator, size: int, split: str, *, style: str | None 
     stack.add(Layer("object", pixels, offset=(x, y), kind="object",
                     provenance={"caption": art.caption, "source": art.source, "style": style}
                     ).cropped_to_content())
-    caption = art.caption if style == "solid" else f"{style} {art.caption}"
+    caption = art.caption if style == "solid" else restyle(art.caption, style)
     return {"stack": stack, "caption": caption,
             "boxes": [box_of(stack.layers[0])],
             "meta": {"style": style, "source": art.source}}
