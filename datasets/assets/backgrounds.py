@@ -1,8 +1,8 @@
 """Backgrounds: gradients, noise, stripes, checkers/tiles and real photos, all seeded.
 
-The photos are the sample images scikit-image ships inside its wheel (public domain or
-permissively licensed; see docs/datasets.md), read from the package folder directly so no
-download is ever attempted. They are cropped at random and recoloured.
+The photos are sample images scikit-image ships inside its wheel, each CC0 or public domain
+according to scikit-image's own notes (see docs/datasets.md), read from the package folder
+directly so no download is ever attempted. They are cropped at random and recoloured.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ __all__ = ["BACKGROUND_KINDS", "PHOTOS", "make_background"]
 
 BACKGROUND_KINDS = ("gradient", "noise", "stripes", "checker", "photo", "plain")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "brick", "grass",
-          "gravel", "motorcycle_left", "coins", "camera", "moon")
+          "gravel", "coins", "camera", "moon")
 _PHOTO_FILES = {"hubble_deep_field": "hubble_deep_field.jpg", "rocket": "rocket.jpg"}
 _CAPTIONS = {"astronaut": "a photo of an astronaut", "chelsea": "a photo of a cat",
              "coffee": "a photo of a coffee cup", "rocket": "a photo of a rocket launch",
              "hubble_deep_field": "a photo of deep space", "brick": "a brick wall",
-             "grass": "grass", "gravel": "gravel", "motorcycle_left": "a photo of a motorcycle",
+             "grass": "grass", "gravel": "gravel",
              "coins": "a photo of coins", "camera": "a photo of a cameraman",
              "moon": "a photo of the moon surface"}
 
