@@ -104,6 +104,42 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .presets import PRESETS, is_available
+
+    rows = [{"name": p.name, "source": p.source, "loader": p.loader.split(":")[1],
+             "resolution": p.resolution, "available": is_available(p), "good_for": p.good_for,
+             "licence": p.licence} for p in PRESETS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        where = "shipped" if row["source"] == "shipped" else f"HF {row['source']}"
+        here = "yes" if row["available"] else "no"
+        print(f"{row['name']:<20} {where:<52} {row['resolution']:>5}px  here: {here:<3}  "
+              f"{row['good_for']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_recipe, train
+
+    recipe = load_recipe(args.recipe)
+    if args.steps is not None and args.steps < 1:
+        raise LayerStudioError("--steps must be at least 1")
+    output = train(recipe, args.output, steps=args.steps, resume=args.resume)
+    print(f"trained {recipe.name} into {output}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.runner import evaluate
+
+    print(json.dumps(evaluate(args.preset, split=args.split, n=args.n, seed=args.seed),
+                     indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_stack
     from .imaging import over_checkerboard
@@ -154,6 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (.psd, .ora, .zip or .png)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the model presets and whether they are here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a preset from its recipe")
+    p.add_argument("recipe", help="shipped recipe name (tiny-sd, tiny-judge) or a .toml")
+    p.add_argument("--output", required=True, help="folder for checkpoints and weights")
+    p.add_argument("--steps", type=int, help="override every stage's step count")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="quality and speed of a shipped preset (JSON)")
+    p.add_argument("preset")
+    p.add_argument("--split", choices=("train", "heldout"), default="heldout")
+    p.add_argument("-n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval)
 
     from .datasets.cli import register as register_data
 

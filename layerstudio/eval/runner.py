@@ -1,0 +1,82 @@
+"""`layerstudio eval PRESET`: quality and speed of a shipped preset, as one JSON object.
+
+- tiny-judge: top-1 / top-5 accuracy on renders from a seed stream training never draws.
+- tiny-sd: images for the captions of ``transparent`` samples of the chosen split, scored by
+  tiny-judge (the emoji the caption names among its top-1 / top-5 guesses), seconds per image.
+Both report peak memory (resident set on CPU, allocated on CUDA).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any
+
+import torch
+
+from ..presets import get_preset, load_preset
+
+__all__ = ["evaluate"]
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _judge_images(judge, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
+    return {"judge_top1": round(judge.accuracy(images, captions, top_k=1), 4),
+            "judge_top5": round(judge.accuracy(images, captions, top_k=5), 4)}
+
+
+def evaluate_judge(n: int) -> dict[str, Any]:
+    from ..train.tasks import JudgeTask, judge_batch
+
+    judge = load_preset("tiny-judge").float().eval()
+    images, labels = judge_batch(JudgeTask.EVAL_SEED, 0, n)
+    names = judge.config.class_names
+    start = time.perf_counter()
+    result = _judge_images(judge, images, [names[i] for i in labels])
+    result["seconds_per_image"] = round((time.perf_counter() - start) / n, 5)
+    return result
+
+
+def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
+                           pipeline=None, judge=None) -> dict[str, Any]:
+    """Generate one image per caption and score it (``pipeline``/``judge`` may be given, e.g.
+    an untrained baseline, instead of the shipped presets)."""
+    from ..datasets import generate
+    from ..train.tasks import _to_tensor
+
+    pipe = pipeline or load_preset(preset)
+    pipe.set_progress_bar_config(disable=True)
+    judge = judge or load_preset("tiny-judge").float().eval()
+    info = get_preset(preset)
+    captions = [generate("transparent", i, seed=seed, size=64, split=split, style="solid"
+                         ).caption for i in range(n)]
+    start = time.perf_counter()
+    images = pipe(captions, num_inference_steps=info.steps, guidance_scale=info.guidance,
+                  height=info.resolution, width=info.resolution,
+                  generator=torch.Generator().manual_seed(seed)).images
+    seconds = (time.perf_counter() - start) / n
+    import numpy as np
+
+    batch = torch.stack([_to_tensor(np.asarray(image.convert("RGB"))) for image in images])
+    return {**_judge_images(judge, batch, captions), "seconds_per_image": round(seconds, 4)}
+
+
+def evaluate(preset: str, split: str = "heldout", n: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Evaluate a shipped preset; returns the JSON-able report."""
+    info = get_preset(preset)
+    if preset == "tiny-judge":
+        result = evaluate_judge(n)
+    elif preset == "tiny-sd":
+        result = evaluate_text_to_image(preset, split, n, seed)
+    else:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"no evaluation is defined for {preset!r} yet")
+    return {"preset": info.name, "split": split, "n": n, "seed": seed, **result,
+            "peak_memory_mb": round(_peak_memory_mb(), 1),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}

@@ -1,0 +1,121 @@
+"""The model preset registry: name -> what to load, from where, with which defaults.
+
+Two families. Shipped ``tiny-*`` presets are small checkpoints LayerStudio trains itself
+(recipes in ``layerstudio/train/recipes``) and keeps inside the package, so every command works
+offline. Public presets name Hugging Face checkpoints; they load from the local Hugging Face
+cache only (``local_files_only``), so a missing download is a clear message, never a hang.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError
+
+__all__ = ["PRESETS", "Preset", "get_preset", "load_preset", "preset_path"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    loader: str
+    """``module:Class`` whose ``from_pretrained`` loads it."""
+    source: str
+    """``shipped`` (inside the package) or a Hugging Face repository id."""
+    resolution: int
+    steps: int
+    guidance: float
+    licence: str
+    good_for: str
+    files: tuple[str, ...] = ()
+    recipe: str | None = None
+
+    @property
+    def shipped(self) -> bool:
+        return self.source == "shipped"
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("tiny-sd", "diffusers:StableDiffusionPipeline", "shipped", 64, 20, 4.0,
+           "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "64 px text-to-image on CPU in seconds; the base of latent transparency",
+           recipe="tiny-sd"),
+    Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
+           "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "offline prompt-adherence score: which emoji does an image show?",
+           recipe="tiny-judge"),
+    Preset("sd15", "diffusers:StableDiffusionPipeline",
+           "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 30, 7.5,
+           "CreativeML OpenRAIL-M", "512 px text-to-image base model (GPU)",
+           files=("model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*",
+                  "scheduler/*")),
+    Preset("sdxl", "diffusers:StableDiffusionXLPipeline",
+           "stabilityai/stable-diffusion-xl-base-1.0", 1024, 30, 7.0,
+           "CreativeML OpenRAIL++-M", "1024 px text-to-image base model (GPU)",
+           files=("model_index.json", "unet/*", "vae/*", "text_encoder*/*", "tokenizer*/*",
+                  "scheduler/*")),
+    Preset("qwen-image-layered", "diffusers:QwenImageLayeredPipeline", "Qwen/Qwen-Image-Layered",
+           640, 50, 4.0, "Apache-2.0", "image -> RGBA layers (large GPU)",
+           files=("model_index.json", "transformer/*", "vae/*", "text_encoder/*",
+                  "tokenizer/*", "processor/*", "scheduler/*")),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``, or a clear error listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InvalidInputError(f"unknown model preset {name!r}; known presets: "
+                                f"{', '.join(PRESETS)}") from None
+
+
+def preset_path(name: str) -> Path:
+    """Folder of a shipped preset inside the package (it may not be trained yet)."""
+    return Path(str(resources.files("layerstudio") / "weights" / name))
+
+
+def is_available(preset: Preset) -> bool:
+    """Whether the preset's files are on this machine (package folder or Hugging Face cache)."""
+    if preset.shipped:
+        path = preset_path(preset.name)
+        return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(preset.source, "model_index.json")
+        return isinstance(found, str)
+    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
+        return False
+
+
+def _loader(preset: Preset):
+    module, _, attribute = preset.loader.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load_preset(name: str, **kwargs: Any):
+    """Load a preset with ``from_pretrained``, offline. Raises a message that says what to
+    download and where when the files are not here."""
+    preset = get_preset(name)
+    cls = _loader(preset)
+    if preset.shipped:
+        path = preset_path(name)
+        if not is_available(preset):
+            raise InvalidInputError(
+                f"the shipped preset {name!r} has no weights in {path}; train them with "
+                f"`layerstudio train {preset.recipe} --output {path}`")
+        return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+    try:
+        return cls.from_pretrained(preset.source, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"preset {name!r} needs the Hugging Face checkpoint {preset.source!r} "
+            f"({', '.join(preset.files)}), which is not in the local cache. On a machine "
+            f"with internet run `huggingface-cli download {preset.source}`, then copy the "
+            "cache folder here and point HF_HOME at it (default ~/.cache/huggingface). "
+            f"Loading failed with: {type(exc).__name__}") from None

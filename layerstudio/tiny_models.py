@@ -1,0 +1,73 @@
+"""Configurations of the small models LayerStudio trains and ships.
+
+They are ordinary diffusers / transformers classes with small configs, so the shipped folders
+load with the same ``from_pretrained`` code as the public checkpoints, and every pipeline can
+later sit on the real models unchanged. Sizes are chosen for a 2-core CPU: 64 px images,
+16 x 16 x 4 latents (the VAE downsamples by 4), a 3-layer text encoder over our caption
+vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["IMAGE_SIZE", "LATENT_SIZE", "MAX_TOKENS", "tiny_flux", "tiny_text_encoder",
+           "tiny_unet", "tiny_vae"]
+
+IMAGE_SIZE = 64
+LATENT_SIZE = 16
+MAX_TOKENS = 48
+
+
+def tiny_vae(**overrides: Any):
+    """AutoencoderKL: 64 px RGB <-> 16 x 16 x 4 latents (about 1 M parameters)."""
+    from diffusers import AutoencoderKL
+
+    config = dict(in_channels=3, out_channels=3, latent_channels=4,
+                  down_block_types=("DownEncoderBlock2D",) * 3,
+                  up_block_types=("UpDecoderBlock2D",) * 3,
+                  block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+                  sample_size=IMAGE_SIZE)
+    config.update(overrides)
+    return AutoencoderKL(**config)
+
+
+def tiny_text_encoder(vocab_size: int, bos_token_id: int, eos_token_id: int,
+                      **overrides: Any):
+    """CLIPTextModel over our vocabulary: 3 layers, width 128 (about 1.2 M parameters)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = dict(vocab_size=vocab_size, hidden_size=128, intermediate_size=256,
+                  num_hidden_layers=3, num_attention_heads=4,
+                  max_position_embeddings=MAX_TOKENS, projection_dim=128,
+                  bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+                  pad_token_id=eos_token_id)
+    config.update(overrides)
+    return CLIPTextModel(CLIPTextConfig(**config))
+
+
+def tiny_unet(**overrides: Any):
+    """UNet2DConditionModel on 16 x 16 x 4 latents, cross-attending to width-128 text."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(sample_size=LATENT_SIZE, in_channels=4, out_channels=4,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                    "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                  block_out_channels=(64, 96, 128), layers_per_block=1,
+                  cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32)
+    config.update(overrides)
+    return UNet2DConditionModel(**config)
+
+
+def tiny_flux(**overrides: Any):
+    """FluxTransformer2DModel: 2 double + 4 single blocks, width 128, 3-axis RoPE ids
+    (layer, y, x) as the DiT-based methods use; ``transformer_blocks`` and
+    ``single_transformer_blocks`` stay plain ModuleLists for depth pruning."""
+    from diffusers import FluxTransformer2DModel
+
+    config = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=4,
+                  attention_head_dim=32, num_attention_heads=4, joint_attention_dim=128,
+                  pooled_projection_dim=128, guidance_embeds=False, axes_dims_rope=(8, 12, 12))
+    config.update(overrides)
+    return FluxTransformer2DModel(**config)

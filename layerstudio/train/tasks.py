@@ -1,0 +1,302 @@
+"""What each recipe stage trains, on which data, with which loss, and what it exports.
+
+Every batch is a pure function of (recipe seed, stage, step), so a resumed run sees exactly
+the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import nn
+
+from ..datasets import generate
+from ..datasets.assets.backgrounds import make_background
+from ..datasets.assets.emoji import catalog, render_emoji
+from ..tiny_models import IMAGE_SIZE, MAX_TOKENS, tiny_text_encoder, tiny_unet, tiny_vae
+from .recipe import Stage
+
+__all__ = ["TASKS", "Task"]
+
+PREVIEW_PROMPTS = ("a red apple", "a cat face", "a rocket", "a blue star",
+                   "a sunflower", "a soft-edged orange heart", "a car", "a ghost")
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(h, w, 3) uint8 -> (3, h, w) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 127.5 - 1
+
+
+def _to_image(tensor: torch.Tensor) -> Image.Image:
+    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
+
+
+def _grid(images: list[Image.Image], labels: list[str], path: Path, columns: int = 4) -> None:
+    size = images[0].size[0]
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * (size + 4), rows * (size + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        x, y = (i % columns) * (size + 4), (i // columns) * (size + 16)
+        sheet.paste(image.convert("RGB"), (x, y))
+        draw.text((x + 1, y + size + 2), label[: size // 6], fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def save_fp16(module: nn.Module, folder: Path) -> None:
+    """Save a half-precision copy (the shipped format), leaving the live module untouched."""
+    copy.deepcopy(module).half().save_pretrained(folder, safe_serialization=True)
+
+
+def _flatten(sample, background: int = 255) -> np.ndarray:
+    """A sample's composite over a plain background, RGB uint8."""
+    rgba = sample.composite().astype(np.float32) / 255
+    rgb = rgba[..., :3] * rgba[..., 3:4] + background / 255 * (1 - rgba[..., 3:4])
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+
+class Task:
+    """Base class: one stage's model, data, loss and export."""
+
+    def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
+        self.stage, self.output, self.device = stage, Path(output), device
+        self.options: dict[str, Any] = stage.options
+
+    def trainable(self) -> nn.Module:
+        raise NotImplementedError
+
+    def batch(self, step: int) -> Any:
+        raise NotImplementedError
+
+    def batches(self, start_step: int = 0) -> Iterator[Any]:
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+    def loss(self, module: nn.Module, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_grid(self, module: nn.Module, path: Path) -> None:
+        """Write a picture of what the model does now (default: nothing)."""
+
+    def export(self, module: nn.Module) -> None:
+        raise NotImplementedError
+
+    def exported(self) -> bool:
+        raise NotImplementedError
+
+
+# --- tiny-judge -------------------------------------------------------------------------------
+
+def judge_batch(seed: int, step: int, batch_size: int, size: int = IMAGE_SIZE
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emoji rendered at random scale and place over random backgrounds, with class labels."""
+    emoji = catalog()
+    rng = np.random.default_rng([seed, step, 7])
+    images, labels = [], []
+    for _ in range(batch_size):
+        label = int(rng.integers(len(emoji)))
+        art = render_emoji(emoji[label], int(rng.integers(size * 3 // 8, size * 15 // 16)))
+        background, _ = make_background(rng, (size, size))
+        canvas = Image.fromarray(background)
+        x = int(rng.integers(0, size - art.shape[1] + 1))
+        y = int(rng.integers(0, size - art.shape[0] + 1))
+        canvas.alpha_composite(Image.fromarray(art), (x, y))
+        images.append(_to_tensor(np.asarray(canvas)[..., :3]))
+        labels.append(label)
+    return torch.stack(images), torch.tensor(labels)
+
+
+class JudgeTask(Task):
+    """Classify emoji renders; exports a TinyJudge to OUTPUT/."""
+
+    EVAL_SEED = 10_000_019  # renders never drawn in training (training seeds are < 2**31)
+
+    def trainable(self) -> nn.Module:
+        from ..judge import TinyJudge
+
+        emoji = catalog()
+        return TinyJudge(class_names=[e.caption for e in emoji],
+                         class_ids=[e.id for e in emoji])
+
+    def batch(self, step: int):
+        return judge_batch(self.options.get("seed", 0), step, self.stage.batch_size)
+
+    def loss(self, module, batch):
+        images, labels = (t.to(self.device) for t in batch)
+        return F.cross_entropy(module(images), labels, label_smoothing=0.1)
+
+    @torch.no_grad()
+    def evaluate(self, module, count: int = 512) -> float:
+        module.eval()
+        hits = 0
+        for step in range(count // 64):
+            images, labels = judge_batch(self.EVAL_SEED, step, 64)
+            hits += int((module(images.to(self.device)).argmax(1).cpu() == labels).sum())
+        return hits / (count // 64 * 64)
+
+    def sample_grid(self, module, path):
+        images, labels = judge_batch(self.EVAL_SEED, 0, 16)
+        module.eval()
+        with torch.no_grad():
+            guesses = module(images.to(self.device)).argmax(1).cpu()
+        names = module.config.class_names
+        _grid([_to_image(i) for i in images],
+              [("ok " if g == t else "x ") + names[g] for g, t in zip(guesses, labels,
+                                                                     strict=True)], path)
+
+    def export(self, module):
+        accuracy = self.evaluate(module)
+        save_fp16(module, self.output)
+        (self.output / "eval.json").write_text(f'{{"top1_heldout_renders": {accuracy:.4f}}}\n')
+
+    def exported(self) -> bool:
+        return (self.output / "diffusion_pytorch_model.safetensors").is_file()
+
+
+# --- tiny-sd: VAE ----------------------------------------------------------------------------
+
+def image_batch(seed: int, step: int, batch_size: int, kinds: tuple[str, ...],
+                size: int = IMAGE_SIZE) -> tuple[torch.Tensor, list[str]]:
+    """Composites of our generators (transparent ones flattened on white) and captions."""
+    images, captions = [], []
+    for i in range(batch_size):
+        kind = kinds[(step * batch_size + i) % len(kinds)]
+        options = {"max_objects": 3} if kind == "objects" else {}
+        sample = generate(kind, step * batch_size + i, seed=seed, size=size, **options)
+        images.append(_to_tensor(_flatten(sample)))
+        captions.append(sample.caption)
+    return torch.stack(images), captions
+
+
+class VaeTask(Task):
+    """AutoencoderKL on RGB composites: L1 + MSE reconstruction and a small KL term."""
+
+    def trainable(self) -> nn.Module:
+        return tiny_vae()
+
+    def batch(self, step: int):
+        return image_batch(self.options.get("seed", 0), step, self.stage.batch_size,
+                           tuple(self.options.get("kinds", ("transparent", "objects"))))[0]
+
+    def loss(self, module, batch):
+        images = batch.to(self.device)
+        posterior = module.encode(images).latent_dist
+        recon = module.decode(posterior.sample()).sample
+        kl = posterior.kl().mean() / images[0].numel()
+        return F.l1_loss(recon, images) + F.mse_loss(recon, images) + \
+            self.options.get("kl_weight", 1e-4) * kl
+
+    @torch.no_grad()
+    def sample_grid(self, module, path):
+        images = image_batch(12345, 0, 8, ("transparent", "objects"))[0].to(self.device)
+        module.eval()
+        recon = module(images).sample
+        pairs = [_to_image(t) for pair in zip(images, recon, strict=True) for t in pair]
+        _grid(pairs, ["input", "recon"] * 8, path)
+
+    @torch.no_grad()
+    def export(self, module):
+        # Latents are scaled to unit variance for the diffusion model, as SD does.
+        images = image_batch(999, 0, 64, ("transparent", "objects"))[0].to(self.device)
+        std = module.encode(images).latent_dist.mean.std().item()
+        module.register_to_config(scaling_factor=1.0 / std)
+        save_fp16(module, self.output / "vae")
+
+    def exported(self) -> bool:
+        return (self.output / "vae" / "config.json").is_file()
+
+
+# --- tiny-sd: U-Net + text encoder ------------------------------------------------------------
+
+class TextToImageTask(Task):
+    """Epsilon-prediction on the frozen VAE's latents, training the U-Net and text encoder
+    together; 10% of captions are dropped for classifier-free guidance."""
+
+    def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
+        super().__init__(stage, output, device)
+        from diffusers import AutoencoderKL, DDPMScheduler
+
+        from ..tokenizer import build_tokenizer_files, caption_vocabulary, load_tokenizer
+
+        if not (self.output / "vae" / "config.json").is_file():
+            raise FileNotFoundError("the text-to-image stage needs the VAE stage's output")
+        self.vae = AutoencoderKL.from_pretrained(self.output / "vae",
+                                                 dtype=torch.float32).to(device).eval()
+        self.vae.requires_grad_(False)
+        folder = self.output / "tokenizer"
+        if not (folder / "vocab.json").is_file():
+            build_tokenizer_files(folder, caption_vocabulary())
+        self.tokenizer = load_tokenizer(folder)
+        self.noise = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                                   beta_start=0.00085, beta_end=0.012)
+
+    def trainable(self) -> nn.Module:
+        vocab = self.tokenizer.get_vocab()
+        return nn.ModuleDict({
+            "unet": tiny_unet(),
+            "text_encoder": tiny_text_encoder(len(vocab), self.tokenizer.bos_token_id,
+                                              self.tokenizer.eos_token_id)})
+
+    def batch(self, step: int):
+        images, captions = image_batch(self.options.get("seed", 0), step,
+                                       self.stage.batch_size,
+                                       tuple(self.options.get("kinds", ("transparent",))))
+        rng = np.random.default_rng([step, 3])
+        captions = ["" if rng.random() < 0.1 else c for c in captions]
+        ids = self.tokenizer(captions, padding="max_length", max_length=MAX_TOKENS,
+                             truncation=True, return_tensors="pt").input_ids
+        return images, ids
+
+    def loss(self, module, batch):
+        images, ids = (t.to(self.device) for t in batch)
+        with torch.no_grad():
+            latents = self.vae.encode(images).latent_dist.sample()
+            latents = latents * self.vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        steps = torch.randint(0, self.noise.config.num_train_timesteps, (latents.shape[0],),
+                              device=self.device)
+        noisy = self.noise.add_noise(latents, noise, steps)
+        text = module["text_encoder"](ids).last_hidden_state
+        return F.mse_loss(module["unet"](noisy, steps, text).sample, noise)
+
+    def pipeline(self, module):
+        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae, text_encoder=module["text_encoder"], tokenizer=self.tokenizer,
+            unet=module["unet"],
+            scheduler=DPMSolverMultistepScheduler.from_config(self.noise.config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+    @torch.no_grad()
+    def sample_grid(self, module, path):
+        pipe = self.pipeline(module)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(list(PREVIEW_PROMPTS), num_inference_steps=20, guidance_scale=4.0,
+                      height=IMAGE_SIZE, width=IMAGE_SIZE,
+                      generator=torch.Generator().manual_seed(0)).images
+        _grid(images, list(PREVIEW_PROMPTS), path)
+
+    def export(self, module):
+        half = copy.deepcopy(module).half()
+        pipe = self.pipeline(half)
+        pipe.vae = copy.deepcopy(self.vae).half()
+        pipe.save_pretrained(self.output, safe_serialization=True)
+
+    def exported(self) -> bool:
+        return (self.output / "model_index.json").is_file()
+
+
+TASKS: dict[str, type[Task]] = {"judge": JudgeTask, "vae": VaeTask,
+                                "text_to_image": TextToImageTask}

@@ -1,0 +1,126 @@
+"""Tokenizer, tiny model configs, the preset registry and a short training run with resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from layerstudio import InvalidInputError
+from layerstudio.cli import main
+from layerstudio.presets import PRESETS, get_preset, load_preset
+from layerstudio.tiny_models import tiny_flux, tiny_text_encoder, tiny_unet, tiny_vae
+from layerstudio.tokenizer import build_tokenizer_files, caption_vocabulary, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer_files(folder, caption_vocabulary())
+    return load_tokenizer(folder)
+
+
+def test_every_vocabulary_word_is_one_token(tokenizer):
+    words = caption_vocabulary()
+    assert len(words) > 1000 and {"cat", "apple", "gradient", "shadow"} <= set(words)
+    lengths = {w: len(tokenizer(w, add_special_tokens=False).input_ids) for w in words}
+    assert all(n == 1 for n in lengths.values()), [w for w, n in lengths.items() if n != 1]
+
+
+def test_tokenizer_round_trips_and_falls_back(tokenizer, tmp_path):
+    caption = "a cat face, a red star and 2 more on a blue to pink gradient"
+    ids = tokenizer(caption).input_ids
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ,", ",") == caption
+    unknown = tokenizer("zyxwv", add_special_tokens=False).input_ids
+    assert len(unknown) > 1 and tokenizer.decode(unknown) == "zyxwv"
+    tokenizer.save_pretrained(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again(caption).input_ids == ids
+
+
+@pytest.mark.parametrize("build", [tiny_vae, tiny_unet, tiny_flux, "text"])
+def test_tiny_models_round_trip(build, tmp_path):
+    torch.manual_seed(0)
+    model = tiny_text_encoder(600, 598, 599) if build == "text" else build()
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_flux_blocks_are_plain_lists_for_depth_pruning():
+    model = tiny_flux()
+    assert isinstance(model.transformer_blocks, torch.nn.ModuleList)
+    assert isinstance(model.single_transformer_blocks, torch.nn.ModuleList)
+
+
+def test_registry_and_clear_errors(monkeypatch, capsys):
+    assert {"tiny-sd", "tiny-judge", "sd15", "sdxl", "qwen-image-layered"} <= set(PRESETS)
+    with pytest.raises(InvalidInputError, match="unknown model preset"):
+        get_preset("nope")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    with pytest.raises(InvalidInputError, match="huggingface-cli download"):
+        load_preset("sd15")
+    assert main(["models"]) == 0
+    assert "tiny-sd" in capsys.readouterr().out
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in rows} == set(PRESETS)
+
+
+SMOKE_RECIPE = """
+name = "smoke"
+seed = 3
+
+[[stages]]
+name = "vae"
+task = "vae"
+steps = 2
+batch_size = 2
+learning_rate = 1e-3
+warmup_steps = 1
+save_every = 1
+sample_every = 100
+
+[[stages]]
+name = "unet"
+task = "text_to_image"
+steps = 2
+batch_size = 2
+learning_rate = 1e-4
+warmup_steps = 1
+ema_decay = 0.9
+save_every = 1
+sample_every = 2
+"""
+
+
+@pytest.mark.slow
+def test_training_smoke_run_with_resume(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    recipe = tmp_path / "smoke.toml"
+    recipe.write_text(SMOKE_RECIPE)
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--output", str(out)]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in log] == [("vae", 2), ("unet", 2)]
+    assert (out / "samples" / "unet-000002.png").is_file()
+    assert json.loads((out / "checkpoints" / "unet" / "progress.json").read_text())["step"] == 2
+    # resume: more steps continue from the checkpoint instead of starting over
+    assert main(["train", str(recipe), "--output", str(out), "--steps", "3", "--resume"]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in log][2:] == [("vae", 3), ("unet", 3)]
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True,
+                                                   dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    run = lambda: pipe("a red apple", num_inference_steps=2, height=64, width=64,  # noqa: E731
+                       generator=torch.Generator().manual_seed(0), output_type="np").images
+    first, second = run(), run()
+    assert first.shape == (1, 64, 64, 3) and (first == second).all()
+    weights = next((out / "unet").glob("*.safetensors"))
+    assert weights.stat().st_size < 16 * 2**20  # fp16
