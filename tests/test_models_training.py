@@ -124,3 +124,45 @@ def test_training_smoke_run_with_resume(tmp_path):
     assert first.shape == (1, 64, 64, 3) and (first == second).all()
     weights = next((out / "unet").glob("*.safetensors"))
     assert weights.stat().st_size < 16 * 2**20  # fp16
+
+
+def test_text_to_image_eval_on_random_models(tokenizer):
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+
+    from layerstudio.eval.runner import evaluate_text_to_image
+
+    torch.manual_seed(0)
+    vocab = tokenizer.get_vocab()
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(), text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
+                                                       tokenizer.eos_token_id),
+        tokenizer=tokenizer, unet=tiny_unet(), scheduler=DDPMScheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    assert isinstance(pipe.vae, AutoencoderKL)
+    report = evaluate_text_to_image("tiny-sd", "train", 3, 0, pipeline=pipe,
+                                    judge=_random_judge())
+    assert set(report) == {"judge_top1", "judge_top5", "seconds_per_image"}
+    assert 0 <= report["judge_top1"] <= report["judge_top5"] <= 1
+
+
+def _random_judge():
+    from layerstudio.datasets.assets.emoji import catalog
+    from layerstudio.judge import TinyJudge
+
+    torch.manual_seed(0)
+    emoji = catalog()
+    return TinyJudge(class_names=[e.caption for e in emoji], class_ids=[e.id for e in emoji])
+
+
+def test_judge_matches_captions_to_classes_and_round_trips(tmp_path):
+    judge = _random_judge()
+    names = judge.config.class_names
+    assert names[judge.class_for_caption("a red apple on a plain blue background")] == \
+        "red apple"
+    assert judge.class_for_caption("nothing known here zzz") is None
+    judge.save_pretrained(tmp_path)
+    again = type(judge).from_pretrained(tmp_path)
+    assert again.config.class_names == names
+    images = torch.zeros(2, 3, 64, 64)
+    assert torch.equal(judge.eval()(images), again.eval()(images))
+    assert 0.0 <= judge.accuracy(images, ["a red apple", "zzz"]) <= 0.5
