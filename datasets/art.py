@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .assets.emoji import emoji_for_split, render_emoji
+from .assets.emoji import emoji_pool, render_emoji
 from .assets.shapes import COLOURS, SHAPES, render_glyph, render_shape
 
 __all__ = ["Art", "random_art", "random_emoji_art", "restyle", "with_article"]
@@ -39,19 +39,22 @@ def restyle(caption: str, adjective: str) -> str:
     return f"{adjective} {caption}"
 
 
-def random_emoji_art(rng: np.random.Generator, size: int, split: str) -> Art:
-    """A random emoji of ``split`` rendered with its longer side ``size`` px."""
-    pool = emoji_for_split(split)
+def random_emoji_art(rng: np.random.Generator, size: int, split: str,
+                     pool: int | None = None) -> Art:
+    """A random emoji of ``split`` (of its first ``pool`` if given), longer side ``size``."""
+    pool = emoji_pool(split, pool)
     emoji = pool[int(rng.integers(len(pool)))]
     return Art(render_emoji(emoji, size), with_article(emoji.caption), f"emoji:{emoji.id}")
 
 
 def random_art(rng: np.random.Generator, size: int, split: str,
-               weights: tuple[float, float, float] = (0.7, 0.2, 0.1)) -> Art:
-    """Emoji, a coloured shape or a short word, in proportions ``weights``."""
+               weights: tuple[float, float, float] = (0.7, 0.2, 0.1),
+               pool: int | None = None) -> Art:
+    """Emoji (from the first ``pool`` if given), a coloured shape or a short word, in
+    proportions ``weights``."""
     choice = rng.choice(3, p=np.asarray(weights) / sum(weights))
     if choice == 0:
-        return random_emoji_art(rng, size, split)
+        return random_emoji_art(rng, size, split, pool)
     colour_name = str(rng.choice(list(COLOURS)))
     colour = COLOURS[colour_name]
     if choice == 1:

@@ -166,3 +166,16 @@ def test_judge_matches_captions_to_classes_and_round_trips(tmp_path):
     images = torch.zeros(2, 3, 64, 64)
     assert torch.equal(judge.eval()(images), again.eval()(images))
     assert 0.0 <= judge.accuracy(images, ["a red apple", "zzz"]) <= 0.5
+
+
+def test_shipped_judge_loads_offline_and_recognises_emoji(monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    judge = load_preset("tiny-judge").float().eval()
+    from layerstudio.train.tasks import JudgeTask, judge_batch
+
+    images, labels = judge_batch(JudgeTask.EVAL_SEED, 1, 64)
+    names = judge.config.class_names
+    assert judge.accuracy(images, [names[i] for i in labels]) >= 0.85
+    assert main(["eval", "tiny-judge", "-n", "64"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["preset"] == "tiny-judge" and report["judge_top5"] >= report["judge_top1"]

@@ -15,6 +15,10 @@ CHECK = ("import layerstudio, layerstudio.pipelines, layerstudio.ui, layerstudio
          "layerstudio.datasets.loaders; import importlib.util as u; "
          "assert u.find_spec('datasets') is None or 'layerstudio' not in "
          "(u.find_spec('datasets').origin or ''); "
+         "from layerstudio.presets import PRESETS, is_available; "
+         "assert is_available(PRESETS['tiny-judge']), 'shipped weights missing'; "
+         "from layerstudio.datasets.splits import split_names; assert split_names(); "
+         "from layerstudio.train import recipe_names; assert 'tiny-sd' in recipe_names(); "
          "print(layerstudio.__file__)")
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["Emoji", "catalog", "render_emoji", "split_of"]
+__all__ = ["Emoji", "catalog", "emoji_pool", "render_emoji", "split_of"]
 
 Part = Literal["full", "line", "color"]
 
@@ -133,6 +133,17 @@ def emoji_for_split(split: str) -> tuple[Emoji, ...]:
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     return tuple(e for e in catalog() if split_of(e.codepoint) == split)
+
+
+@functools.cache
+def emoji_pool(split: str, size: int | None = None) -> tuple[Emoji, ...]:
+    """The first ``size`` emoji of ``split`` in a fixed pseudo-random order (all if None):
+    a small, stable vocabulary for models that cannot learn all 1,428 in their budget."""
+    emoji = emoji_for_split(split)
+    if size is None:
+        return emoji
+    ordered = sorted(emoji, key=lambda e: zlib.crc32(f"pool{e.codepoint}".encode()))
+    return tuple(ordered[:size])
 
 
 def render_emoji(emoji: Emoji, size: int, part: Part = "full") -> np.ndarray:

@@ -16,11 +16,14 @@ __all__ = ["STYLES", "build"]
 STYLES = ("solid", "soft-edged", "semi-transparent", "faded")
 
 
-def build(rng: np.random.Generator, size: int, split: str, *, style: str | None = None) -> dict:
+def build(rng: np.random.Generator, size: int, split: str, *, style: str | None = None,
+          pool: int | None = None) -> dict:
+    """One asset; ``pool`` limits emoji to a fixed subset of the split (see emoji_pool)."""
     style = style or str(rng.choice(STYLES))
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    art = random_art(rng, int(size * rng.uniform(0.55, 0.9)), split, weights=(0.75, 0.2, 0.05))
+    art = random_art(rng, int(size * rng.uniform(0.55, 0.9)), split, weights=(0.75, 0.2, 0.05),
+                     pool=pool)
     pixels = art.pixels.astype(np.float32) / 255.0
     pad = max(2, size // 16)  # room for a soft edge to spread
     padded = np.zeros((pixels.shape[0] + 2 * pad, pixels.shape[1] + 2 * pad, 4), np.float32)

@@ -1,8 +1,10 @@
 """`layerstudio eval PRESET`: quality and speed of a shipped preset, as one JSON object.
 
 - tiny-judge: top-1 / top-5 accuracy on renders from a seed stream training never draws.
-- tiny-sd: images for the captions of ``transparent`` samples of the chosen split, scored by
-  tiny-judge (the emoji the caption names among its top-1 / top-5 guesses), seconds per image.
+- tiny-sd: images for the captions of ``transparent`` samples (solid style) from a seed
+  stream training never uses: with ``split='train'`` naming the 128 emoji of its training pool
+  (unseen samples of its vocabulary), with ``'heldout'`` naming held-out emoji it never saw;
+  scored by tiny-judge (the named emoji among its top-1 / top-5 guesses), seconds per image.
 Both report peak memory (resident set on CPU, allocated on CUDA).
 """
 
@@ -42,6 +44,11 @@ def evaluate_judge(n: int) -> dict[str, Any]:
     return result
 
 
+EVAL_SEED = 2026
+TINY_SD_POOL = 128
+"""The emoji subset tiny-sd is trained on (recipe option ``pool``)."""
+
+
 def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
                            pipeline=None, judge=None) -> dict[str, Any]:
     """Generate one image per caption and score it (``pipeline``/``judge`` may be given, e.g.
@@ -53,8 +60,9 @@ def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
     pipe.set_progress_bar_config(disable=True)
     judge = judge or load_preset("tiny-judge").float().eval()
     info = get_preset(preset)
-    captions = [generate("transparent", i, seed=seed, size=64, split=split, style="solid"
-                         ).caption for i in range(n)]
+    pool = TINY_SD_POOL if split == "train" else None
+    captions = [generate("transparent", i, seed=EVAL_SEED + seed, size=64, split=split,
+                         style="solid", pool=pool).caption for i in range(n)]
     start = time.perf_counter()
     images = pipe(captions, num_inference_steps=info.steps, guidance_scale=info.guidance,
                   height=info.resolution, width=info.resolution,

@@ -167,12 +167,14 @@ class JudgeTask(Task):
 # --- tiny-sd: VAE ----------------------------------------------------------------------------
 
 def image_batch(seed: int, step: int, batch_size: int, kinds: tuple[str, ...],
-                size: int = IMAGE_SIZE) -> tuple[torch.Tensor, list[str]]:
-    """Composites of our generators (transparent ones flattened on white) and captions."""
+                size: int = IMAGE_SIZE, pool: int | None = None
+                ) -> tuple[torch.Tensor, list[str]]:
+    """Composites of our generators (transparent ones flattened on white) and captions;
+    ``pool`` limits transparent samples to a fixed emoji subset."""
     images, captions = [], []
     for i in range(batch_size):
         kind = kinds[(step * batch_size + i) % len(kinds)]
-        options = {"max_objects": 3} if kind == "objects" else {}
+        options = {"objects": {"max_objects": 3}, "transparent": {"pool": pool}}.get(kind, {})
         sample = generate(kind, step * batch_size + i, seed=seed, size=size, **options)
         images.append(_to_tensor(_flatten(sample)))
         captions.append(sample.caption)
@@ -251,7 +253,8 @@ class TextToImageTask(Task):
     def batch(self, step: int):
         images, captions = image_batch(self.options.get("seed", 0), step,
                                        self.stage.batch_size,
-                                       tuple(self.options.get("kinds", ("transparent",))))
+                                       tuple(self.options.get("kinds", ("transparent",))),
+                                       pool=self.options.get("pool"))
         rng = np.random.default_rng([step, 3])
         captions = ["" if rng.random() < 0.1 else c for c in captions]
         ids = self.tokenizer(captions, padding="max_length", max_length=MAX_TOKENS,

@@ -1,0 +1,68 @@
+"""Quality of the shipped presets, each against an untrained model of the same shape.
+
+For every shipped preset whose weights are present: the `layerstudio eval` report, and the same
+evaluation of a randomly initialised copy (same config, same data, same run), with the ratio
+trained / random so the gain from training is visible.
+
+    python benchmarks/quality.py [-n 64] [--split heldout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import torch
+
+from layerstudio.eval.runner import evaluate, evaluate_text_to_image
+from layerstudio.presets import PRESETS, is_available, load_preset
+
+
+def _randomised(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy with freshly initialised weights (same architecture and config)."""
+    torch.manual_seed(0)
+    fresh = copy.deepcopy(module)
+    for layer in fresh.modules():
+        if hasattr(layer, "reset_parameters") and layer is not fresh:
+            layer.reset_parameters()
+    return fresh
+
+
+def _ratio(trained: float, baseline: float) -> float | None:
+    return None if baseline == 0 else round(trained / baseline, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=64)
+    parser.add_argument("--split", default="heldout", choices=("train", "heldout"))
+    args = parser.parse_args()
+    report = {"benchmark": "quality", "presets": []}
+    for name, preset in PRESETS.items():
+        if not preset.shipped or not is_available(preset):
+            continue
+        trained = evaluate(name, split=args.split, n=args.n)
+        entry = {"preset": name, "trained": trained}
+        if name == "tiny-judge":
+            from layerstudio.eval.runner import _judge_images
+            from layerstudio.train.tasks import JudgeTask, judge_batch
+
+            judge = _randomised(load_preset(name).float()).eval()
+            images, labels = judge_batch(JudgeTask.EVAL_SEED, 0, args.n)
+            names = judge.config.class_names
+            entry["random"] = _judge_images(judge, images, [names[i] for i in labels])
+        elif name == "tiny-sd" and is_available(PRESETS["tiny-judge"]):
+            pipe = load_preset(name)
+            pipe.unet = _randomised(pipe.unet)
+            pipe.text_encoder = _randomised(pipe.text_encoder)
+            entry["random"] = evaluate_text_to_image(name, args.split, args.n, 0, pipeline=pipe)
+        if "random" in entry:
+            entry["ratio_top1"] = _ratio(trained["judge_top1"], entry["random"]["judge_top1"])
+            entry["ratio_top5"] = _ratio(trained["judge_top5"], entry["random"]["judge_top5"])
+        report["presets"].append(entry)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
