@@ -3,7 +3,6 @@ over a checkerboard, with captions underneath."""
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from layerstudio.imaging import over_checkerboard
@@ -39,12 +38,3 @@ def samples_sheet(samples: list[Sample], tile: int = 96, max_layers: int = 6) ->
             draw.text((x + 2, y + tile + 1), text[: tile // 6], fill="black")
         draw.text((2, y + tile + label), sample.caption[: columns * tile // 6], fill=(0, 0, 160))
     return sheet
-
-
-def boxes_overlay(sample: Sample) -> np.ndarray:
-    """The composite with every layer's box drawn (for checking layouts by eye)."""
-    image = sample.stack.composite().convert("RGB")
-    draw = ImageDraw.Draw(image)
-    for box in sample.boxes[1:]:
-        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), outline=(255, 0, 0))
-    return np.asarray(image)

@@ -27,6 +27,8 @@ __all__ = ["TASKS", "Task"]
 
 PREVIEW_PROMPTS = ("a red apple", "a cat face", "a rocket", "a blue star",
                    "a sunflower", "a soft-edged orange heart", "a car", "a ghost")
+"""Sample-grid prompts when a stage trains on all emoji; with a ``pool`` option the grid
+shows the first emoji of that pool instead, which the model has actually seen."""
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -241,7 +243,8 @@ class TextToImageTask(Task):
             build_tokenizer_files(folder, caption_vocabulary())
         self.tokenizer = load_tokenizer(folder)
         self.noise = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                                   beta_start=0.00085, beta_end=0.012)
+                                   beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                   clip_sample=False)
 
     def trainable(self) -> nn.Module:
         vocab = self.tokenizer.get_vocab()
@@ -282,14 +285,24 @@ class TextToImageTask(Task):
             scheduler=DPMSolverMultistepScheduler.from_config(self.noise.config),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
+    def preview_prompts(self) -> list[str]:
+        from ..datasets.art import with_article
+        from ..datasets.assets.emoji import emoji_pool
+
+        pool = self.options.get("pool")
+        if pool is None:
+            return list(PREVIEW_PROMPTS)
+        return [with_article(e.caption) for e in emoji_pool("train", pool)[:8]]
+
     @torch.no_grad()
     def sample_grid(self, module, path):
         pipe = self.pipeline(module)
         pipe.set_progress_bar_config(disable=True)
-        images = pipe(list(PREVIEW_PROMPTS), num_inference_steps=20, guidance_scale=4.0,
+        prompts = self.preview_prompts()
+        images = pipe(prompts, num_inference_steps=20, guidance_scale=4.0,
                       height=IMAGE_SIZE, width=IMAGE_SIZE,
                       generator=torch.Generator().manual_seed(0)).images
-        _grid(images, list(PREVIEW_PROMPTS), path)
+        _grid(images, prompts, path)
 
     def export(self, module):
         half = copy.deepcopy(module).half()
