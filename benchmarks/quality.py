@@ -2,7 +2,8 @@
 
 For every shipped preset whose weights are present: the `layerstudio eval` report, and the same
 evaluation of a randomly initialised copy (same config, same data, same run), with the ratio
-trained / random so the gain from training is visible.
+trained / random (and the gain in points, since a random model often scores 0) so the gain
+from training is visible.
 
     python benchmarks/quality.py [-n 64] [--split heldout]
 """
@@ -60,6 +61,12 @@ def main() -> None:
         if "random" in entry:
             entry["ratio_top1"] = _ratio(trained["judge_top1"], entry["random"]["judge_top1"])
             entry["ratio_top5"] = _ratio(trained["judge_top5"], entry["random"]["judge_top5"])
+            # a random model often scores exactly 0, where a ratio says nothing: also report
+            # the gain in percentage points
+            entry["gain_top1_points"] = round(100 * (trained["judge_top1"] -
+                                                     entry["random"]["judge_top1"]), 1)
+            entry["gain_top5_points"] = round(100 * (trained["judge_top5"] -
+                                                     entry["random"]["judge_top5"]), 1)
         report["presets"].append(entry)
     print(json.dumps(report, indent=2))
 

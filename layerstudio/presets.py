@@ -109,6 +109,10 @@ def load_preset(name: str, **kwargs: Any):
             raise InvalidInputError(
                 f"the shipped preset {name!r} has no weights in {path}; train them with "
                 f"`layerstudio train {preset.recipe} --output {path}`")
+        # Weights ship in fp16 to stay small; compute in fp32 unless asked (CPUs lack fp16).
+        import torch
+
+        kwargs.setdefault("dtype", torch.float32)
         return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     try:
         return cls.from_pretrained(preset.source, local_files_only=True, **kwargs)

@@ -179,3 +179,17 @@ def test_shipped_judge_loads_offline_and_recognises_emoji(monkeypatch, capsys):
     assert main(["eval", "tiny-judge", "-n", "64"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["preset"] == "tiny-judge" and report["judge_top5"] >= report["judge_top1"]
+
+
+def test_shipped_tiny_sd_loads_offline_and_is_deterministic(monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = load_preset("tiny-sd")
+    assert isinstance(pipe, StableDiffusionPipeline) and pipe.unet.dtype == torch.float32
+    pipe.set_progress_bar_config(disable=True)
+    run = lambda: pipe("a cat face", num_inference_steps=8, height=64, width=64,  # noqa: E731
+                       generator=torch.Generator().manual_seed(1), output_type="np").images
+    first, second = run(), run()
+    assert first.shape == (1, 64, 64, 3) and (first == second).all()
+    assert first.std() > 0.05  # a picture, not a flat field
