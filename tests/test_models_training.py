@@ -115,6 +115,14 @@ def test_training_smoke_run_with_resume(tmp_path):
     assert main(["train", str(recipe), "--output", str(out), "--steps", "3", "--resume"]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(e["stage"], e["step"]) for e in log][2:] == [("vae", 3), ("unet", 3)]
+    # resume when an earlier stage is finished: only the later stage continues
+    recipe.write_text(SMOKE_RECIPE.replace("steps = 2\nbatch_size = 2\nlearning_rate = 1e-3",
+                                           "steps = 3\nbatch_size = 2\nlearning_rate = 1e-3")
+                      .replace("steps = 2\nbatch_size = 2\nlearning_rate = 1e-4",
+                               "steps = 4\nbatch_size = 2\nlearning_rate = 1e-4"))
+    assert main(["train", str(recipe), "--output", str(out), "--resume"]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in log][4:] == [("unet", 4)]
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True,
                                                    dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

@@ -51,8 +51,11 @@ def train(recipe: Recipe, output: str | Path, steps: int | None = None,
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     for number, stage in enumerate(recipe.stages):
+        # A fresh Accelerator per stage: it numbers the models it prepares, and a checkpoint
+        # must hold this stage's model as model 0 whether or not earlier stages ran.
+        accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available()
+                                  else "no")
         if steps is not None:
             stage = Stage(**{**stage.__dict__, "steps": steps,
                              "warmup_steps": min(stage.warmup_steps, steps)})
