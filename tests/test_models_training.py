@@ -201,3 +201,24 @@ def test_shipped_tiny_sd_loads_offline_and_is_deterministic(monkeypatch):
     first, second = run(), run()
     assert first.shape == (1, 64, 64, 3) and (first == second).all()
     assert first.std() > 0.05  # a picture, not a flat field
+
+
+@pytest.mark.slow
+def test_training_can_start_from_the_shipped_tiny_sd(tmp_path):
+    from layerstudio.presets import preset_path
+
+    shipped = preset_path("tiny-sd")
+    recipe = tmp_path / "more.toml"
+    recipe.write_text(SMOKE_RECIPE.replace(
+        'sample_every = 100', f'sample_every = 100\noptions = {{ init_from = "{shipped}" }}'
+    ).replace('sample_every = 2', f'sample_every = 2\noptions = {{ init_from = "{shipped}" }}'))
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--output", str(out), "--steps", "1"]) == 0
+    from diffusers import UNet2DConditionModel
+
+    before = UNet2DConditionModel.from_pretrained(shipped / "unet", dtype=torch.float32)
+    after = UNet2DConditionModel.from_pretrained(out / "unet", dtype=torch.float32)
+    # one small step from the shipped weights, not a fresh random model
+    deltas = [(a - b).abs().max().item() for a, b in
+              zip(before.parameters(), after.parameters(), strict=True)]
+    assert max(deltas) < 0.05

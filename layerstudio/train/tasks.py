@@ -68,7 +68,11 @@ def _flatten(sample, background: int = 255) -> np.ndarray:
 
 
 class Task:
-    """Base class: one stage's model, data, loss and export."""
+    """Base class: one stage's model, data, loss and export.
+
+    Stage option ``init_from`` (a folder of an exported preset) starts the VAE and
+    text-to-image stages from those weights instead of random ones, to train a shipped
+    checkpoint further."""
 
     def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
         self.stage, self.output, self.device = stage, Path(output), device
@@ -196,6 +200,11 @@ class VaeTask(Task):
     """AutoencoderKL on RGB composites: L1 + MSE reconstruction and a small KL term."""
 
     def trainable(self) -> nn.Module:
+        start = self.options.get("init_from")
+        if start:
+            from diffusers import AutoencoderKL
+
+            return AutoencoderKL.from_pretrained(Path(start) / "vae", dtype=torch.float32)
         return tiny_vae()
 
     def batch(self, step: int):
@@ -256,6 +265,17 @@ class TextToImageTask(Task):
                                    clip_sample=False)
 
     def trainable(self) -> nn.Module:
+        start = self.options.get("init_from")
+        if start:  # continue from an exported pipeline folder (e.g. the shipped tiny-sd)
+            from diffusers import UNet2DConditionModel
+            from transformers import CLIPTextModel
+
+            folder = Path(start)
+            return nn.ModuleDict({
+                "unet": UNet2DConditionModel.from_pretrained(folder / "unet",
+                                                             dtype=torch.float32),
+                "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder",
+                                                              dtype=torch.float32)})
         vocab = self.tokenizer.get_vocab()
         return nn.ModuleDict({
             "unet": tiny_unet(),
