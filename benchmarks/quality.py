@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from layerstudio.eval.runner import evaluate, evaluate_text_to_image
+from layerstudio.eval.runner import evaluate, evaluate_text_to_image, judge_report
 from layerstudio.presets import PRESETS, is_available, load_preset
 
 
@@ -46,13 +46,7 @@ def main() -> None:
         trained = evaluate(name, split=args.split, n=args.n)
         entry = {"preset": name, "trained": trained}
         if name == "tiny-judge":
-            from layerstudio.eval.runner import _judge_images
-            from layerstudio.train.tasks import JudgeTask, judge_batch
-
-            judge = _randomised(load_preset(name).float()).eval()
-            images, labels = judge_batch(JudgeTask.EVAL_SEED, 0, args.n)
-            names = judge.config.class_names
-            entry["random"] = _judge_images(judge, images, [names[i] for i in labels])
+            entry["random"] = judge_report(_randomised(load_preset(name)).eval(), args.n)
         elif name == "tiny-sd" and is_available(PRESETS["tiny-judge"]):
             pipe = load_preset(name)
             pipe.unet = _randomised(pipe.unet)

@@ -55,14 +55,17 @@ class TinyJudge(ModelMixin, ConfigMixin):
         return best
 
     @torch.no_grad()
-    def accuracy(self, images: torch.Tensor, captions: list[str], top_k: int = 1) -> float:
-        """Share of images whose caption's class is among the judge's top-k guesses
-        (captions naming no known class count as misses)."""
+    def label_accuracy(self, images: torch.Tensor, labels: torch.Tensor,
+                       top_k: int = 1) -> float:
+        """Share of images whose class label (-1: none) is among the top-k guesses."""
         self.eval()
         logits = self(images.to(self.device, self.dtype))
         top = logits.topk(min(top_k, logits.shape[1]), dim=1).indices.cpu()
-        hits = 0
-        for row, caption in enumerate(captions):
-            target = self.class_for_caption(caption)
-            hits += int(target is not None and bool((top[row] == target).any()))
-        return hits / max(1, len(captions))
+        return float((top == labels.view(-1, 1)).any(dim=1).float().mean())
+
+    def accuracy(self, images: torch.Tensor, captions: list[str], top_k: int = 1) -> float:
+        """Share of images whose caption's class is among the judge's top-k guesses
+        (captions naming no known class count as misses)."""
+        targets = [self.class_for_caption(caption) for caption in captions]
+        labels = torch.tensor([-1 if t is None else t for t in targets])
+        return self.label_accuracy(images, labels, top_k)

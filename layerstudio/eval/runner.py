@@ -2,7 +2,7 @@
 
 - tiny-judge: top-1 / top-5 accuracy on renders from a seed stream training never draws.
 - tiny-sd: images for the captions of ``transparent`` samples (solid style) from a seed
-  stream training never uses: with ``split='train'`` naming the 128 emoji of its training pool
+  stream training never uses: with ``split='train'`` naming the emoji pool of its recipe
   (unseen samples of its vocabulary), with ``'heldout'`` naming held-out emoji it never saw;
   scored by tiny-judge (the named emoji among its top-1 / top-5 guesses), seconds per image.
 Both report peak memory (resident set on CPU, allocated on CUDA).
@@ -14,6 +14,7 @@ import resource
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..presets import get_preset, load_preset
@@ -32,21 +33,32 @@ def _judge_images(judge, images: torch.Tensor, captions: list[str]) -> dict[str,
             "judge_top5": round(judge.accuracy(images, captions, top_k=5), 4)}
 
 
-def evaluate_judge(n: int) -> dict[str, Any]:
+def judge_report(judge, n: int) -> dict[str, float]:
+    """Top-1 / top-5 of ``judge`` on the first ``n`` renders of the evaluation stream."""
     from ..train.tasks import JudgeTask, judge_batch
 
-    judge = load_preset("tiny-judge").float().eval()
     images, labels = judge_batch(JudgeTask.EVAL_SEED, 0, n)
-    names = judge.config.class_names
+    return {"judge_top1": round(judge.label_accuracy(images, labels, top_k=1), 4),
+            "judge_top5": round(judge.label_accuracy(images, labels, top_k=5), 4)}
+
+
+def evaluate_judge(n: int) -> dict[str, Any]:
+    judge = load_preset("tiny-judge").eval()
     start = time.perf_counter()
-    result = _judge_images(judge, images, [names[i] for i in labels])
+    result = judge_report(judge, n)
     result["seconds_per_image"] = round((time.perf_counter() - start) / n, 5)
     return result
 
 
 EVAL_SEED = 2026
-TINY_SD_POOL = 128
-"""The emoji subset tiny-sd is trained on (recipe option ``pool``)."""
+
+
+def _training_pool(preset: str) -> int | None:
+    """The emoji pool the preset's recipe trained its last stage on (None: all emoji)."""
+    from ..train import load_recipe
+
+    recipe = get_preset(preset).recipe
+    return load_recipe(recipe).stages[-1].options.get("pool") if recipe else None
 
 
 def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
@@ -58,9 +70,9 @@ def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
 
     pipe = pipeline or load_preset(preset)
     pipe.set_progress_bar_config(disable=True)
-    judge = judge or load_preset("tiny-judge").float().eval()
+    judge = judge or load_preset("tiny-judge").eval()
     info = get_preset(preset)
-    pool = TINY_SD_POOL if split == "train" else None
+    pool = _training_pool(preset) if split == "train" else None
     captions = [generate("transparent", i, seed=EVAL_SEED + seed, size=64, split=split,
                          style="solid", pool=pool).caption for i in range(n)]
     start = time.perf_counter()
@@ -68,8 +80,6 @@ def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
                   height=info.resolution, width=info.resolution,
                   generator=torch.Generator().manual_seed(seed)).images
     seconds = (time.perf_counter() - start) / n
-    import numpy as np
-
     batch = torch.stack([_to_tensor(np.asarray(image.convert("RGB"))) for image in images])
     return {**_judge_images(judge, batch, captions), "seconds_per_image": round(seconds, 4)}
 

@@ -151,14 +151,11 @@ class JudgeTask(Task):
         images, labels = (t.to(self.device) for t in batch)
         return F.cross_entropy(module(images), labels, label_smoothing=0.1)
 
-    @torch.no_grad()
     def evaluate(self, module, count: int = 512) -> float:
-        module.eval()
-        hits = 0
-        for step in range(count // 64):
-            images, labels = judge_batch(self.EVAL_SEED, step, 64)
-            hits += int((module(images.to(self.device)).argmax(1).cpu() == labels).sum())
-        return hits / (count // 64 * 64)
+        """Top-1 accuracy on ``count`` renders of the evaluation stream (in batches of 64)."""
+        batches = [judge_batch(self.EVAL_SEED, step, 64) for step in range(count // 64)]
+        return float(np.mean([module.label_accuracy(images, labels)
+                              for images, labels in batches]))
 
     def sample_grid(self, module, path):
         images, labels = judge_batch(self.EVAL_SEED, 0, 16)
