@@ -140,6 +140,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .imaging import over_checkerboard
+    from .studio import Studio
+
+    stack = Studio(device=args.device).generate(
+        args.prompt, model=args.model, mode=args.mode, seed=args.seed, steps=args.steps,
+        size=args.size, guidance=args.guidance, negative_prompt=args.negative,
+        augment=args.augment)
+    path = stack.save(args.output)
+    message = f"wrote {path} ({len(stack)} layer{'s' if len(stack) != 1 else ''}, " \
+              f"{stack.width}x{stack.height}, {stack.metadata['seconds']} s)"
+    if args.preview:
+        preview = Path(path).with_suffix(".preview.png")
+        over_checkerboard(stack.composite()).save(preview)
+        message += f" and preview {preview}"
+    print(message)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_stack
     from .imaging import over_checkerboard
@@ -191,12 +210,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
+    from .studio import DEFAULT_MODEL, MODES
+
+    p = sub.add_parser("generate", help="generate a layered image from a prompt")
+    p.add_argument("prompt")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.psd, .ora, .zip or .png)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model preset (default {DEFAULT_MODEL}; see `layerstudio models`)")
+    p.add_argument("--mode", choices=MODES, default="fg",
+                   help="fg: one transparent foreground layer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--size", type=int, help="square side in pixels (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--negative", help="negative prompt")
+    p.add_argument("--augment", action="store_true",
+                   help="8-pass median alpha decode (slower, cleaner edges)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write OUTPUT.preview.png over a checkerboard")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.set_defaults(func=cmd_generate)
+
     p = sub.add_parser("models", help="list the model presets and whether they are here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a preset from its recipe")
-    p.add_argument("recipe", help="shipped recipe name (tiny-sd, tiny-judge) or a .toml")
+    p.add_argument("recipe", help="shipped recipe name (tiny-sd, tiny-dit, tiny-judge) or a .toml")
     p.add_argument("--output", required=True, help="folder for checkpoints and weights")
     p.add_argument("--steps", type=int, help="override every stage's step count")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")

@@ -10,6 +10,7 @@ shipped model (safetensors, config.json); the class names live in its config.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -56,16 +57,24 @@ class TinyJudge(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def label_accuracy(self, images: torch.Tensor, labels: torch.Tensor,
-                       top_k: int = 1) -> float:
-        """Share of images whose class label (-1: none) is among the top-k guesses."""
+                       top_k: int = 1, among: Sequence[int] | None = None) -> float:
+        """Share of images whose class label (-1: none) is among the top-k guesses.
+
+        ``among`` restricts the guesses to those classes: a forced choice within a model's
+        vocabulary, as CLIP zero-shot accuracy is measured over a fixed label set."""
         self.eval()
         logits = self(images.to(self.device, self.dtype))
+        if among is not None:
+            allowed = torch.full_like(logits, float("-inf"))
+            allowed[:, list(among)] = 0
+            logits = logits + allowed
         top = logits.topk(min(top_k, logits.shape[1]), dim=1).indices.cpu()
         return float((top == labels.view(-1, 1)).any(dim=1).float().mean())
 
-    def accuracy(self, images: torch.Tensor, captions: list[str], top_k: int = 1) -> float:
+    def accuracy(self, images: torch.Tensor, captions: list[str], top_k: int = 1,
+                 among: Sequence[int] | None = None) -> float:
         """Share of images whose caption's class is among the judge's top-k guesses
         (captions naming no known class count as misses)."""
         targets = [self.class_for_caption(caption) for caption in captions]
         labels = torch.tensor([-1 if t is None else t for t in targets])
-        return self.label_accuracy(images, labels, top_k)
+        return self.label_accuracy(images, labels, top_k, among)

@@ -23,7 +23,8 @@ __all__ = ["PRESETS", "Preset", "get_preset", "load_preset", "preset_path"]
 class Preset:
     name: str
     loader: str
-    """``module:Class`` whose ``from_pretrained`` loads it."""
+    """``module:Class`` whose ``from_pretrained`` loads it, or ``module:function`` that
+    assembles it from ``source`` (a base model plus released patch files)."""
     source: str
     """``shipped`` (inside the package) or a Hugging Face repository id."""
     resolution: int
@@ -33,6 +34,8 @@ class Preset:
     good_for: str
     files: tuple[str, ...] = ()
     recipe: str | None = None
+    base: str | None = None
+    """Hugging Face id of the base model a patch preset is applied to."""
 
     @property
     def shipped(self) -> bool:
@@ -44,6 +47,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "64 px text-to-image on CPU in seconds; the base of latent transparency",
            recipe="tiny-sd"),
+    Preset("tiny-dit", "layerstudio.pipelines.dit_text_to_image:DiTTextToImagePipeline",
+           "shipped", 64, 20, 4.0,
+           "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "64 px text-to-image MMDiT (FLUX-style); the base of the DiT layer methods",
+           recipe="tiny-dit"),
+    Preset("tiny-layerdiffuse",
+           "layerstudio.pipelines.latent_transparency:LatentTransparencyPipeline", "shipped",
+           64, 20, 4.0, "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "64 px transparent objects from text on CPU (latent transparency on tiny-sd)",
+           recipe="tiny-layerdiffuse"),
     Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "offline prompt-adherence score: which emoji does an image show?",
@@ -58,6 +71,20 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "CreativeML OpenRAIL++-M", "1024 px text-to-image base model (GPU)",
            files=("model_index.json", "unet/*", "vae/*", "text_encoder*/*", "tokenizer*/*",
                   "scheduler/*")),
+    Preset("sdxl-layerdiffuse", "layerstudio.pipelines.latent_transparency.released:load_sdxl",
+           "LayerDiffusion/layerdiffusion-v1", 1024, 25, 7.0,
+           "CreativeML OpenRAIL++-M (SDXL base and the LayerDiffuse weights)",
+           "1024 px transparent layers (LayerDiffuse on SDXL; GPU)",
+           files=("layer_xl_transparent_attn.safetensors", "vae_transparent_decoder.safetensors",
+                  "vae_transparent_encoder.safetensors"),
+           base="stabilityai/stable-diffusion-xl-base-1.0"),
+    Preset("sd15-layerdiffuse", "layerstudio.pipelines.latent_transparency.released:load_sd15",
+           "LayerDiffusion/layerdiffusion-v1", 512, 25, 7.5,
+           "CreativeML OpenRAIL-M (SD 1.5 base and the LayerDiffuse weights)",
+           "512 px transparent layers (LayerDiffuse on SD 1.5; GPU)",
+           files=("layer_sd15_transparent_attn.safetensors",
+                  "layer_sd15_vae_transparent_decoder.safetensors"),
+           base="stable-diffusion-v1-5/stable-diffusion-v1-5"),
     Preset("qwen-image-layered", "diffusers:QwenImageLayeredPipeline", "Qwen/Qwen-Image-Layered",
            640, 50, 4.0, "Apache-2.0", "image -> RGBA layers (large GPU)",
            files=("model_index.json", "transformer/*", "vae/*", "text_encoder/*",
@@ -87,8 +114,11 @@ def is_available(preset: Preset) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(preset.source, "model_index.json")
-        return isinstance(found, str)
+        probe = next((f for f in preset.files if "*" not in f), "model_index.json")
+        found = [try_to_load_from_cache(preset.source, probe)]
+        if preset.base:
+            found.append(try_to_load_from_cache(preset.base, "model_index.json"))
+        return all(isinstance(path, str) for path in found)
     except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
         return False
 
@@ -115,11 +145,16 @@ def load_preset(name: str, **kwargs: Any):
         kwargs.setdefault("dtype", torch.float32)
         return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     try:
+        if not hasattr(cls, "from_pretrained"):  # an assembling function (base + patches)
+            return cls(preset.source, **kwargs)
         return cls.from_pretrained(preset.source, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
+        base = (f" and its base model {preset.base!r} (`huggingface-cli download "
+                f"{preset.base}`)") if preset.base else ""
         raise InvalidInputError(
             f"preset {name!r} needs the Hugging Face checkpoint {preset.source!r} "
-            f"({', '.join(preset.files)}), which is not in the local cache. On a machine "
+            f"({', '.join(preset.files)}){base}, which is not in the local cache. On a machine "
             f"with internet run `huggingface-cli download {preset.source}`, then copy the "
             "cache folder here and point HF_HOME at it (default ~/.cache/huggingface). "
-            f"Loading failed with: {type(exc).__name__}") from None
+            f"Loading failed with: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        ) from None

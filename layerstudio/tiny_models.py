@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["IMAGE_SIZE", "LATENT_SIZE", "MAX_TOKENS", "tiny_flux", "tiny_text_encoder",
-           "tiny_unet", "tiny_vae"]
+           "tiny_transparent_decoder", "tiny_transparent_encoder", "tiny_unet", "tiny_vae"]
 
 IMAGE_SIZE = 64
 LATENT_SIZE = 16
@@ -71,3 +71,26 @@ def tiny_flux(**overrides: Any):
                   pooled_projection_dim=128, guidance_embeds=False, axes_dims_rope=(8, 12, 12))
     config.update(overrides)
     return FluxTransformer2DModel(**config)
+
+
+def tiny_transparent_encoder(**overrides: Any):
+    """LayerDiffuse offset encoder for the 4x tiny VAE (two stride-2 steps). Offset scale 1:
+    the tiny VAE's posterior std is ~0.5, not SD's ~0.002 that the released 300 makes up for."""
+    from layerstudio.pipelines.latent_transparency import TransparentVAEEncoder
+
+    config = dict(channels=(32, 64, 128), offset_scale=1.0)
+    config.update(overrides)
+    return TransparentVAEEncoder(**config)
+
+
+def tiny_transparent_decoder(**overrides: Any):
+    """LayerDiffuse alpha decoder for 64 px images: 4 stages (16, 32, 64, 64), the latent
+    injected at 1/4 resolution (about 1.1 M parameters)."""
+    from layerstudio.pipelines.latent_transparency import TransparentVAEDecoder
+
+    config = dict(vae_downsampling=4, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+                  down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D",
+                                    "AttnDownBlock2D"),
+                  up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+    config.update(overrides)
+    return TransparentVAEDecoder(**config)

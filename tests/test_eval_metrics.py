@@ -64,3 +64,20 @@ def test_match_layers_finds_the_permutation_and_prefers_same_depth():
     same = _layer(np.ones((4, 4)))
     assert match_layers([same, same], [same, same]) == [(0, 0), (1, 1)]
     assert match_layers([], true) == []
+
+
+def test_difference_key_recovers_an_object_on_a_plain_background():
+    from layerstudio.eval.matting import difference_key
+
+    truth = np.zeros((48, 48, 4), np.uint8)
+    truth[12:36, 12:36] = (200, 30, 30, 255)
+    truth[11, 12:36] = (200, 30, 30, 128)  # a half-transparent edge row
+    over_white = truth[..., :3] * (truth[..., 3:] / 255) + 255 * (1 - truth[..., 3:] / 255)
+    cut = difference_key(np.rint(over_white).astype(np.uint8))
+    assert cut.shape == (48, 48, 4) and cut.dtype == np.uint8
+    assert alpha_soft_iou(cut[..., 3], truth[..., 3]) > 0.95
+    assert abs(int(cut[11, 20, 3]) - 128) < 40  # the soft edge stays soft
+    assert np.abs(cut[11, 20, :3].astype(int) - (200, 30, 30)).max() < 30  # un-mixed colour
+    assert cut[0, 0, 3] == 0
+    with pytest.raises(ValueError, match="RGB"):
+        difference_key(truth)

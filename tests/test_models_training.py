@@ -149,8 +149,10 @@ def test_text_to_image_eval_on_random_models(tokenizer):
     assert isinstance(pipe.vae, AutoencoderKL)
     report = evaluate_text_to_image("tiny-sd", "train", 3, 0, pipeline=pipe,
                                     judge=_random_judge())
-    assert set(report) == {"judge_top1", "judge_top5", "seconds_per_image"}
+    assert set(report) == {"judge_top1", "judge_top5", "judge_top1_in_pool",
+                           "vae_ceiling_top1", "seconds_per_image"}
     assert 0 <= report["judge_top1"] <= report["judge_top5"] <= 1
+    assert report["judge_top1"] <= report["judge_top1_in_pool"]
 
 
 def _random_judge():
@@ -174,6 +176,12 @@ def test_judge_matches_captions_to_classes_and_round_trips(tmp_path):
     images = torch.zeros(2, 3, 64, 64)
     assert torch.equal(judge.eval()(images), again.eval()(images))
     assert 0.0 <= judge.accuracy(images, ["a red apple", "zzz"]) <= 0.5
+    # a forced choice between two classes: the apple is picked whenever the other is worse
+    apple = judge.class_for_caption("a red apple")
+    logits = judge(images)
+    other = 0 if logits[0, 0] < logits[0, apple] else 1
+    assert judge.accuracy(images[:1], ["a red apple"], among=[apple, other]) == 1.0
+    assert judge.accuracy(images[:1], ["a red apple"], among=[other]) == 0.0
 
 
 def test_shipped_judge_loads_offline_and_recognises_emoji(monkeypatch, capsys):
@@ -189,12 +197,12 @@ def test_shipped_judge_loads_offline_and_recognises_emoji(monkeypatch, capsys):
     assert report["preset"] == "tiny-judge" and report["judge_top5"] >= report["judge_top1"]
 
 
-def test_shipped_tiny_sd_loads_offline_and_is_deterministic(monkeypatch):
-    from diffusers import StableDiffusionPipeline
-
+@pytest.mark.parametrize("name, denoiser", [("tiny-sd", "unet"), ("tiny-dit", "transformer")])
+def test_shipped_text_to_image_loads_offline_and_is_deterministic(monkeypatch, name, denoiser):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    pipe = load_preset("tiny-sd")
-    assert isinstance(pipe, StableDiffusionPipeline) and pipe.unet.dtype == torch.float32
+    pipe = load_preset(name)
+    assert type(pipe).__name__ == get_preset(name).loader.split(":")[1]
+    assert getattr(pipe, denoiser).dtype == torch.float32
     pipe.set_progress_bar_config(disable=True)
     run = lambda: pipe("a cat face", num_inference_steps=8, height=64, width=64,  # noqa: E731
                        generator=torch.Generator().manual_seed(1), output_type="np").images

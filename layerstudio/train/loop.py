@@ -23,7 +23,8 @@ import torch
 from tqdm import tqdm
 
 from .recipe import Recipe, Stage
-from .tasks import TASKS, Task
+from .registry import TASKS
+from .tasks import Task
 
 __all__ = ["train"]
 

@@ -21,10 +21,11 @@ from torch import nn
 from ..datasets import generate
 from ..datasets.assets.backgrounds import make_background
 from ..datasets.assets.emoji import catalog, render_emoji
-from ..tiny_models import IMAGE_SIZE, MAX_TOKENS, tiny_text_encoder, tiny_unet, tiny_vae
+from ..tiny_models import IMAGE_SIZE, MAX_TOKENS, tiny_flux, tiny_text_encoder, tiny_unet, tiny_vae
 from .recipe import Stage
 
-__all__ = ["TASKS", "Task"]
+__all__ = ["DiTTextToImageTask", "JudgeTask", "Task", "TextToImageTask", "VaeTask",
+           "adopt_base"]
 
 PREVIEW_PROMPTS = ("a red apple", "a cat face", "a rocket", "a blue star",
                    "a sunflower", "a soft-edged orange heart", "a car", "a ghost")
@@ -193,16 +194,33 @@ def image_batch(seed: int, step: int, batch_size: int, kinds: tuple[str, ...],
     return torch.stack(images), captions
 
 
+def _edge_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical differences: plain pixel losses let a small decoder
+    blur the thin dark outlines of emoji line art, which is what makes them recognisable."""
+    return (F.l1_loss(a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]) +
+            F.l1_loss(a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]))
+
+
 class VaeTask(Task):
-    """AutoencoderKL on RGB composites: L1 + MSE reconstruction and a small KL term."""
+    """AutoencoderKL on RGB composites: L1 + MSE + edge reconstruction and a small KL term.
+
+    Option ``decoder_only`` fine-tunes just the decoder of the VAE already in OUTPUT/vae (or
+    ``init_from``) with the encoder frozen, as Stable Diffusion's ft-MSE VAE did: the latent
+    space stays the same, so a U-Net trained on it keeps working and only gets sharper."""
 
     def trainable(self) -> nn.Module:
-        start = self.options.get("init_from")
-        if start:
-            from diffusers import AutoencoderKL
+        from diffusers import AutoencoderKL
 
-            return AutoencoderKL.from_pretrained(Path(start) / "vae", dtype=torch.float32)
-        return tiny_vae()
+        start = self.options.get("init_from")
+        if self.options.get("decoder_only"):
+            start = start or self.output
+        if not start:
+            return tiny_vae()
+        vae = AutoencoderKL.from_pretrained(Path(start) / "vae", dtype=torch.float32)
+        if self.options.get("decoder_only"):
+            for part in (vae.encoder, vae.quant_conv):
+                part.requires_grad_(False)
+        return vae
 
     def batch(self, step: int):
         return image_batch(self.options.get("seed", 0), step, self.stage.batch_size,
@@ -210,11 +228,18 @@ class VaeTask(Task):
 
     def loss(self, module, batch):
         images = batch.to(self.device)
-        posterior = module.encode(images).latent_dist
-        recon = module.decode(posterior.sample()).sample
-        kl = posterior.kl().mean() / images[0].numel()
-        return F.l1_loss(recon, images) + F.mse_loss(recon, images) + \
-            self.options.get("kl_weight", 1e-4) * kl
+        vae = getattr(module, "module", module)  # unwrapped under DDP
+        if self.options.get("decoder_only"):
+            with torch.no_grad():
+                posterior = vae.encode(images).latent_dist
+            kl = torch.zeros((), device=self.device)
+        else:
+            posterior = vae.encode(images).latent_dist
+            kl = posterior.kl().mean() / images[0].numel()
+        recon = vae.decode(posterior.sample()).sample
+        return (F.l1_loss(recon, images) + F.mse_loss(recon, images) +
+                self.options.get("edge_weight", 0.0) * _edge_l1(recon, images) +
+                self.options.get("kl_weight", 1e-4) * kl)
 
     @torch.no_grad()
     def sample_grid(self, module, path):
@@ -226,10 +251,12 @@ class VaeTask(Task):
 
     @torch.no_grad()
     def export(self, module):
-        # Latents are scaled to unit variance for the diffusion model, as SD does.
-        images = image_batch(999, 0, 64, ("transparent", "objects"))[0].to(self.device)
-        std = module.encode(images).latent_dist.mean.std().item()
-        module.register_to_config(scaling_factor=1.0 / std)
+        # Latents are scaled to unit variance for the diffusion model, as SD does (a
+        # decoder-only run keeps the encoder, so it keeps the scale the U-Net learnt with).
+        if not self.options.get("decoder_only"):
+            images = image_batch(999, 0, 64, ("transparent", "objects"))[0].to(self.device)
+            std = module.encode(images).latent_dist.mean.std().item()
+            module.register_to_config(scaling_factor=1.0 / std)
         save_fp16(module, self.output / "vae")
 
     def exported(self) -> bool:
@@ -284,17 +311,25 @@ class TextToImageTask(Task):
                                        self.stage.batch_size,
                                        tuple(self.options.get("kinds", ("transparent",))),
                                        pool=self.options.get("pool"))
+        return images, self.caption_ids(captions, step)
+
+    def caption_ids(self, captions: list[str], step: int) -> torch.Tensor:
+        """Token ids, 10% of captions dropped (the unconditional branch of CFG)."""
         rng = np.random.default_rng([step, 3])
         captions = ["" if rng.random() < 0.1 else c for c in captions]
-        ids = self.tokenizer(captions, padding="max_length", max_length=MAX_TOKENS,
-                             truncation=True, return_tensors="pt").input_ids
-        return images, ids
+        return self.tokenizer(captions, padding="max_length", max_length=MAX_TOKENS,
+                              truncation=True, return_tensors="pt").input_ids
+
+    @torch.no_grad()
+    def encode_latents(self, images) -> torch.Tensor:
+        """Scaled latents the denoiser learns (here: a sample of the VAE posterior)."""
+        latents = self.vae.encode(images.to(self.device)).latent_dist.sample()
+        return latents * self.vae.config.scaling_factor
 
     def loss(self, module, batch):
-        images, ids = (t.to(self.device) for t in batch)
-        with torch.no_grad():
-            latents = self.vae.encode(images).latent_dist.sample()
-            latents = latents * self.vae.config.scaling_factor
+        images, ids = batch
+        ids = ids.to(self.device)
+        latents = self.encode_latents(images)
         noise = torch.randn_like(latents)
         steps = torch.randint(0, self.noise.config.num_train_timesteps, (latents.shape[0],),
                               device=self.device)
@@ -331,14 +366,102 @@ class TextToImageTask(Task):
         _grid(images, prompts, path)
 
     def export(self, module):
-        half = copy.deepcopy(module).half()
-        pipe = self.pipeline(half)
-        pipe.vae = copy.deepcopy(self.vae).half()
+        pipe = copy.deepcopy(self.pipeline(module))  # the copy goes fp16, the live one stays
+        for component in pipe.components.values():
+            if isinstance(component, nn.Module):
+                component.half()
         pipe.save_pretrained(self.output, safe_serialization=True)
 
     def exported(self) -> bool:
         return (self.output / "model_index.json").is_file()
 
 
-TASKS: dict[str, type[Task]] = {"judge": JudgeTask, "vae": VaeTask,
-                                "text_to_image": TextToImageTask}
+# --- models built on a trained tiny-sd ---------------------------------------------------------
+
+def adopt_base(options: dict[str, Any], output: Path) -> Path:
+    """Folder of option ``base`` (a shipped preset name or a pipeline folder, default
+    ``tiny-sd``), after copying its frozen VAE and tokenizer into ``output``."""
+    import shutil
+
+    from ..presets import PRESETS, preset_path
+
+    base = Path(options.get("base", "tiny-sd"))
+    if str(base) in PRESETS:
+        base = preset_path(str(base))
+    for part in ("vae", "tokenizer"):
+        if not (Path(output) / part).is_dir():
+            shutil.copytree(base / part, Path(output) / part)
+    return base
+
+
+# --- tiny-dit ---------------------------------------------------------------------------------
+
+class DiTTextToImageTask(TextToImageTask):
+    """Rectified flow (velocity prediction, logit-normal noise levels shifted as the sampler
+    shifts them) for a FLUX-style transformer on the latents of a trained VAE.
+
+    Option ``base`` (a shipped preset name or a pipeline folder, default ``tiny-sd``) supplies
+    the frozen VAE and the tokenizer, which are copied into OUTPUT, and the text encoder the
+    transformer starts from (it trains along, as in the U-Net stage)."""
+
+    def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
+        self.base = adopt_base(stage.options, output)
+        super().__init__(stage, output, device)
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        # A 64 px image is 64 tokens; the shift grows to FLUX's 1.15 at 256 px (1,024 tokens).
+        self.noise = FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True, base_image_seq_len=64, max_image_seq_len=1024,
+            base_shift=0.5, max_shift=1.15)
+
+    def trainable(self) -> nn.Module:
+        from diffusers import FluxTransformer2DModel
+        from transformers import CLIPTextModel
+
+        start = self.options.get("init_from")
+        encoder_from = Path(start) if start else self.base
+        transformer = (FluxTransformer2DModel.from_pretrained(Path(start) / "transformer",
+                                                              dtype=torch.float32)
+                       if start else tiny_flux())
+        return nn.ModuleDict({
+            "transformer": transformer,
+            "text_encoder": CLIPTextModel.from_pretrained(encoder_from / "text_encoder",
+                                                          dtype=torch.float32)})
+
+    def loss(self, module, batch):
+        from layerstudio.pipelines.flow_matching import (
+            image_ids,
+            logit_normal_sigmas,
+            noisy_latents,
+            pack_latents,
+            schedule_shift,
+            velocity_target,
+        )
+
+        images, ids = (t.to(self.device) for t in batch)
+        with torch.no_grad():
+            latents = self.vae.encode(images).latent_dist.sample()
+            shift = self.vae.config.shift_factor or 0.0
+            rows, cols = latents.shape[-2:]
+            latents = pack_latents((latents - shift) * self.vae.config.scaling_factor)
+        noise = torch.randn_like(latents)
+        mu = schedule_shift(latents.shape[1], self.noise.config)
+        sigmas = logit_normal_sigmas(latents.shape[0], mu=mu, device=self.device)
+        text = module["text_encoder"](ids)
+        velocity = module["transformer"](
+            hidden_states=noisy_latents(latents, noise, sigmas), timestep=sigmas,
+            pooled_projections=text.pooler_output, encoder_hidden_states=text.last_hidden_state,
+            txt_ids=torch.zeros(ids.shape[1], 3, device=self.device),
+            img_ids=image_ids(rows, cols, device=self.device), return_dict=False)[0]
+        return F.mse_loss(velocity, velocity_target(latents, noise))
+
+    def pipeline(self, module):
+        from layerstudio.pipelines.dit_text_to_image import DiTTextToImagePipeline
+
+        return DiTTextToImagePipeline(vae=self.vae, text_encoder=module["text_encoder"],
+                                      tokenizer=self.tokenizer,
+                                      transformer=module["transformer"],
+                                      scheduler=self.noise)
+
+
+

@@ -1,0 +1,17 @@
+"""Recipe ``task`` names -> the Task classes that train them."""
+
+from __future__ import annotations
+
+from .tasks import DiTTextToImageTask, JudgeTask, Task, TextToImageTask, VaeTask
+from .transparency import TransparentUNetTask, TransparentVaeTask
+
+__all__ = ["TASKS"]
+
+TASKS: dict[str, type[Task]] = {
+    "judge": JudgeTask,
+    "vae": VaeTask,
+    "text_to_image": TextToImageTask,
+    "dit_text_to_image": DiTTextToImageTask,
+    "transparent_vae": TransparentVaeTask,
+    "transparent_unet": TransparentUNetTask,
+}

@@ -1,0 +1,185 @@
+"""Text-to-image with a FLUX-style MMDiT (``FluxTransformer2DModel``) and rectified flow.
+
+This is the base the DiT methods (ART, LayerDecomp, DiffDecompose, anime layers, TinyFusion)
+fine-tune. It mirrors ``diffusers.FluxPipeline`` step for step (2 x 2 latent packing,
+(layer, row, column) rotary ids, the resolution-dependent time shift, Euler steps of the
+flow-matching scheduler) with two differences that keep it small:
+
+- one CLIP text encoder gives both the pooled vector and the token sequence; a second encoder
+  (FLUX's T5) is optional and, when present, gives the sequence as in FLUX;
+- the tiny transformer has no guidance embedding, so guidance is ordinary classifier-free
+  guidance against the negative (by default empty) prompt ("true CFG" in FluxPipeline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
+)
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .flow_matching import image_ids, pack_latents, schedule_shift, unpack_latents
+
+__all__ = ["DiTPipelineOutput", "DiTTextToImagePipeline"]
+
+
+@dataclass
+class DiTPipelineOutput(BaseOutput):
+    """``images``: PIL images, a (B, H, W, 3) float array in [0, 1] or a (B, 3, H, W) tensor
+    in [0, 1], as ``output_type`` asked ("latent" gives the unpacked latents)."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+class DiTTextToImagePipeline(DiffusionPipeline):
+    """Prompt -> image with an MMDiT; see the module docstring for the maths."""
+
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->transformer->vae"
+    _optional_components: ClassVar[list[str]] = ["text_encoder_2", "tokenizer_2"]
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "prompt_embeds"]
+
+    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer,
+                 transformer: FluxTransformer2DModel,
+                 scheduler: FlowMatchEulerDiscreteScheduler,
+                 text_encoder_2=None, tokenizer_2=None) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              transformer=transformer, scheduler=scheduler,
+                              text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae else 8
+
+    # --- text ---------------------------------------------------------------------------
+
+    def _tokens(self, tokenizer, prompts: list[str], max_length: int) -> torch.Tensor:
+        return tokenizer(prompts, padding="max_length", max_length=max_length,
+                         truncation=True, return_tensors="pt").input_ids.to(self._execution_device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str], max_sequence_length: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token sequence (B, T, D), pooled vector (B, D')) for the transformer."""
+        length = self.tokenizer.model_max_length
+        clip = self.text_encoder(self._tokens(self.tokenizer, prompts, length))
+        pooled, sequence = clip.pooler_output, clip.last_hidden_state
+        if self.text_encoder_2 is not None:
+            ids = self._tokens(self.tokenizer_2, prompts, max_sequence_length or 512)
+            sequence = self.text_encoder_2(ids)[0]
+        dtype = self.transformer.dtype
+        return sequence.to(dtype), pooled.to(dtype)
+
+    # --- latents ------------------------------------------------------------------------
+
+    def _latent_grid(self, height: int, width: int) -> tuple[int, int]:
+        step = self.vae_scale_factor * 2  # VAE downsampling times the 2 x 2 packing
+        if height % step or width % step or height <= 0 or width <= 0:
+            raise ValueError(f"height and width must be positive multiples of {step}, "
+                             f"got {height} x {width}")
+        return height // self.vae_scale_factor, width // self.vae_scale_factor
+
+    def _decode(self, latents: torch.Tensor, output_type: str):
+        if output_type == "latent":
+            return latents
+        shift = self.vae.config.shift_factor or 0.0
+        latents = latents / self.vae.config.scaling_factor + shift
+        images = self.vae.decode(latents.to(self.vae.dtype)).sample
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return images
+        array = images.permute(0, 2, 3, 1).cpu().numpy()
+        if output_type == "np":
+            return array
+        if output_type != "pil":
+            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        return [PIL.Image.fromarray(np.rint(a * 255).astype(np.uint8)) for a in array]
+
+    # --- sampling -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                 height: int = 64, width: int = 64, num_inference_steps: int = 20,
+                 guidance_scale: float = 4.0, num_images_per_prompt: int = 1,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None, output_type: str = "pil",
+                 return_dict: bool = True, max_sequence_length: int | None = None,
+                 callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None
+                 = None,
+                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",)
+                 ) -> DiTPipelineOutput | tuple:
+        """Generate images. ``callback_on_step_end(pipe, step, timestep, tensors)`` may return
+        replacements for the tensors named in ``callback_on_step_end_tensor_inputs``."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise ValueError(f"callback tensors must be among {self._callback_tensor_inputs}, "
+                             f"got {sorted(bad)}")
+        negative = negative_prompt or ""
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+        if len(negatives) != len(prompts):
+            raise ValueError("negative_prompt must match prompt in length")
+        rows, cols = self._latent_grid(height, width)
+        device = self._execution_device
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
+
+        guided = guidance_scale > 1.0
+        prompt_embeds, pooled = self.encode_prompt(prompts, max_sequence_length)
+        if guided:
+            negative_embeds, negative_pooled = self.encode_prompt(negatives, max_sequence_length)
+        text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device,
+                               dtype=prompt_embeds.dtype)
+        img_ids = image_ids(rows, cols, device=device, dtype=prompt_embeds.dtype)
+
+        channels = self.transformer.config.in_channels // 4
+        if latents is None:
+            latents = randn_tensor((len(prompts), channels, rows, cols), generator=generator,
+                                   device=device, dtype=prompt_embeds.dtype)
+        latents = pack_latents(latents.to(device, prompt_embeds.dtype))
+
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        mu = schedule_shift(latents.shape[1], self.scheduler.config)
+        self.scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=device)
+        timesteps = self.scheduler.timesteps
+
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                # the unconditional and conditional branches run as one batch
+                text, text_pooled = prompt_embeds, pooled
+                if guided:
+                    text = torch.cat([negative_embeds, prompt_embeds])
+                    text_pooled = torch.cat([negative_pooled, pooled])
+                model_input = torch.cat([latents] * 2) if guided else latents
+                time = t.expand(model_input.shape[0]).to(latents.dtype) / 1000
+                velocity = self.transformer(hidden_states=model_input, timestep=time,
+                                            pooled_projections=text_pooled,
+                                            encoder_hidden_states=text, txt_ids=text_ids,
+                                            img_ids=img_ids, return_dict=False)[0]
+                if guided:
+                    unconditional, conditional = velocity.chunk(2)
+                    velocity = unconditional + guidance_scale * (conditional - unconditional)
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    named = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    outputs = callback_on_step_end(
+                        self, i, t, {k: named[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.get("latents", latents)
+                    prompt_embeds = outputs.get("prompt_embeds", prompt_embeds)
+                bar.update()
+
+        images = self._decode(unpack_latents(latents, rows, cols), output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return DiTPipelineOutput(images=images)

@@ -1,0 +1,24 @@
+"""Latent transparency (LayerDiffuse: Zhang & Agrawala 2024, "Transparent Image Layer
+Diffusion using Latent Transparency").
+
+A latent diffusion model learns to generate in a "transparent latent space": latents of the
+frozen base VAE plus an offset, written by :class:`TransparentVAEEncoder`, that carries alpha;
+:class:`TransparentVAEDecoder` reads alpha and straight colour back out. See
+``docs/latent_transparency.md``.
+"""
+
+from .codec import decode_rgba, encode_rgba, premultiplied_on_grey, rgba_tensors
+from .conditioned import ConditionedTransparencyPipeline
+from .models import TransparentVAEDecoder, TransparentVAEEncoder
+from .padding import pad_rgb
+from .pipeline import (
+                       LatentTransparencyPipeline,
+                       LatentTransparencyXLPipeline,
+                       TransparentPipelineOutput,
+                       rgba_to_stack,
+)
+
+__all__ = ["ConditionedTransparencyPipeline", "LatentTransparencyPipeline",
+           "LatentTransparencyXLPipeline", "TransparentPipelineOutput", "TransparentVAEDecoder",
+           "TransparentVAEEncoder", "decode_rgba", "encode_rgba", "pad_rgb",
+           "premultiplied_on_grey", "rgba_tensors", "rgba_to_stack"]

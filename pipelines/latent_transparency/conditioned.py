@@ -1,0 +1,169 @@
+"""Layer-conditioned LayerDiffuse: background -> transparent foreground (``bg2fg``) and
+foreground -> background (``fg2bg``).
+
+As in the paper's SDXL models, the condition enters by concatenation: the U-Net's ``conv_in``
+takes 8 channels, the noisy latent and the condition's latent (a background through the base
+VAE; a foreground through the transparent encoder), widened from a 4-channel model with zero
+weights (``convert._widen_conv_in``) before fine-tuning. ``stop_at`` < 1 drops the condition
+(zeros, which training shows 10% of the time) for the last steps, like the reference UI's
+"stop at".
+
+Sampling is the parent ``StableDiffusionPipeline``'s; a forward pre-hook on the U-Net appends
+the condition to every call (twice over under classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from layerstudio.document import Layer, LayerStack
+from layerstudio.imaging import as_rgba_array, to_uint8
+
+from .codec import decode_rgba, encode_rgba, rgba_tensors
+from .models import TransparentVAEDecoder, TransparentVAEEncoder
+from .pipeline import TransparentPipelineOutput, _TransparentDecodeMixin
+
+__all__ = ["MODES", "ConditionedTransparencyPipeline"]
+
+MODES = ("bg2fg", "fg2bg")
+
+
+class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPipeline):
+    """``pipe(prompt, condition=image)`` -> a 2-layer stack (background, foreground).
+
+    ``mode`` (saved in the config) is what the U-Net was trained for: ``bg2fg`` takes an RGB
+    background and generates a transparent foreground for it; ``fg2bg`` takes an RGBA
+    foreground and generates a background behind it.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae->transparent_decoder"
+    _optional_components: ClassVar[list[str]] = [
+        "safety_checker", "feature_extractor", "image_encoder"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler,
+                 transparent_decoder: TransparentVAEDecoder,
+                 transparent_encoder: TransparentVAEEncoder, mode: str = "bg2fg",
+                 safety_checker=None, feature_extractor=None, image_encoder=None,
+                 requires_safety_checker: bool = False) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if unet is not None and unet.config.in_channels != 2 * vae.config.latent_channels:
+            raise ValueError(f"a conditioned U-Net takes {2 * vae.config.latent_channels} "
+                             f"input channels (latent + condition), this one "
+                             f"{unet.config.in_channels}")
+        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                         scheduler=scheduler, safety_checker=safety_checker,
+                         feature_extractor=feature_extractor, image_encoder=image_encoder,
+                         requires_safety_checker=requires_safety_checker)
+        self.register_modules(transparent_decoder=transparent_decoder,
+                              transparent_encoder=transparent_encoder)
+        self.register_to_config(mode=mode)
+
+    # --- condition ----------------------------------------------------------------------
+
+    def _condition_rgba(self, condition: Any, size: tuple[int, int]) -> np.ndarray:
+        rgba = to_uint8(as_rgba_array(condition, what="condition image"))
+        if rgba.shape[1::-1] != size:
+            rgba = np.asarray(PIL.Image.fromarray(rgba).resize(size, PIL.Image.LANCZOS))
+        return rgba
+
+    @torch.no_grad()
+    def encode_condition(self, rgba: np.ndarray) -> torch.Tensor:
+        """Scaled latent of the condition layer (what the U-Net was trained to read)."""
+        device = self._execution_device
+        if self.config.mode == "bg2fg":  # a background: opaque RGB through the base VAE
+            rgb = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)[None].float() / 127.5 - 1
+            latent = self.vae.encode(rgb.to(device, self.vae.dtype)).latent_dist.mean
+        else:  # a foreground: RGBA through the transparent encoder
+            tensors = rgba_tensors([rgba])
+            latent = encode_rgba(self.vae, self.transparent_encoder,
+                                 *(t.to(device) for t in tensors))
+        return latent * self.vae.config.scaling_factor
+
+    def _hook(self, condition: torch.Tensor, total_steps: int, stop_at: float):
+        calls = {"n": 0}
+
+        def append_condition(module, args, kwargs):
+            sample = args[0] if args else kwargs["sample"]
+            active = calls["n"] < stop_at * total_steps
+            calls["n"] += 1
+            extra = condition if active else torch.zeros_like(condition)
+            extra = extra.to(sample.dtype).repeat(sample.shape[0] // extra.shape[0], 1, 1, 1)
+            widened = torch.cat([sample, extra], dim=1)
+            if args:
+                return (widened, *args[1:]), kwargs
+            return args, {**kwargs, "sample": widened}
+
+        return self.unet.register_forward_pre_hook(append_condition, with_kwargs=True)
+
+    # --- call ---------------------------------------------------------------------------
+
+    def __call__(self, prompt: str | list[str] | None = None, *, condition: Any,
+                 stop_at: float = 1.0, augment: bool = False, output_type: str = "pil",
+                 return_dict: bool = True, **kwargs: Any):
+        """Everything ``StableDiffusionPipeline.__call__`` takes, plus ``condition`` (PIL image
+        or array: the background for ``bg2fg``, the RGBA foreground for ``fg2bg``, resized to
+        the output size), ``stop_at`` in [0, 1] and ``augment``."""
+        if not 0.0 <= stop_at <= 1.0:
+            raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
+        height = kwargs.get("height") or self.unet.config.sample_size * self.vae_scale_factor
+        width = kwargs.get("width") or self.unet.config.sample_size * self.vae_scale_factor
+        given = self._condition_rgba(condition, (width, height))
+        latent = self.encode_condition(given)
+        per_prompt = kwargs.get("num_images_per_prompt", 1)
+        count = (1 if prompt is None or isinstance(prompt, str) else len(prompt)) * per_prompt
+        steps = kwargs.get("num_inference_steps", 50)
+        for name in ("output_type", "return_dict"):
+            kwargs.pop(name, None)
+        if kwargs.get("latents") is None:  # the parent would size noise by in_channels (8)
+            shape = (count, self.vae.config.latent_channels, height // self.vae_scale_factor,
+                     width // self.vae_scale_factor)
+            kwargs["latents"] = randn_tensor(shape, generator=kwargs.get("generator"),
+                                             device=self._execution_device,
+                                             dtype=self.unet.dtype)
+        handle = self._hook(latent.repeat(count, 1, 1, 1), steps, stop_at)
+        try:
+            latents = StableDiffusionPipeline.__call__(self, prompt=prompt, output_type="latent",
+                                                       **kwargs).images
+        finally:
+            handle.remove()
+        result = self._layered_outputs(latents, given, prompt, output_type, augment,
+                                       {"stop_at": stop_at, "num_inference_steps": steps})
+        self.maybe_free_model_hooks()
+        return result if return_dict else (result.images, result.layers)
+
+    @torch.no_grad()
+    def _layered_outputs(self, latents, given: np.ndarray, prompt, output_type: str,
+                         augment: bool, extra: dict[str, Any]) -> TransparentPipelineOutput:
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        unscaled = latents / self.vae.config.scaling_factor
+        if self.config.mode == "bg2fg":
+            made = decode_rgba(self.vae, self.transparent_decoder, unscaled, augment=augment)
+        else:
+            rgb = (self.vae.decode(unscaled.to(self.vae.dtype)).sample.float() / 2 + 0.5)
+            made = torch.cat([rgb.clamp(0, 1), torch.ones_like(rgb[:, :1])], dim=1)
+        array = made.permute(0, 2, 3, 1).cpu().numpy()
+        generated = np.rint(array * 255).clip(0, 255).astype(np.uint8)
+        stacks = []
+        for image, text in zip(generated, self._prompts(prompt, len(generated)), strict=True):
+            info = {"pipeline": type(self).__name__, "mode": self.config.mode,
+                    "prompt": text, **extra}
+            background, foreground = (given, image) if self.config.mode == "bg2fg" else \
+                (image, given)
+            height, width = image.shape[:2]
+            front = Layer("foreground", foreground, kind="object",
+                          provenance={**info, "generated": self.config.mode == "bg2fg"})
+            stacks.append(LayerStack(width, height, [
+                Layer("background", background, kind="background",
+                      provenance={**info, "generated": self.config.mode == "fg2bg"}),
+                front if front.is_empty else front.cropped_to_content()], metadata=info))
+        images = array if output_type == "np" else \
+            [PIL.Image.fromarray(image, "RGBA") for image in generated]
+        return TransparentPipelineOutput(images=images, layers=stacks)

@@ -1,0 +1,149 @@
+"""Transparent foreground from text: Stable Diffusion (1.5- or XL-shaped) whose U-Net was
+fine-tuned into the "transparent latent space", decoded by the transparent decoder.
+
+Sampling is exactly the parent diffusers pipeline's (schedulers, guidance, callbacks, CPU
+offload): the parents run with ``output_type="latent"`` and this module only replaces the final
+decode, so every option of ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers.utils import BaseOutput
+
+from layerstudio.document import Layer, LayerStack
+from layerstudio.imaging import over_checkerboard
+
+from .codec import decode_rgba
+from .models import TransparentVAEDecoder, TransparentVAEEncoder
+
+__all__ = ["LatentTransparencyPipeline", "LatentTransparencyXLPipeline",
+           "TransparentPipelineOutput", "rgba_to_stack"]
+
+
+@dataclass
+class TransparentPipelineOutput(BaseOutput):
+    """``images``: RGBA PIL images (or a (B, H, W, 4) float array for ``output_type="np"``);
+    ``layers``: one :class:`LayerStack` per image, ready to export."""
+
+    images: list[PIL.Image.Image] | np.ndarray
+    layers: list[LayerStack]
+
+    def previews(self, cell: int = 8) -> list[PIL.Image.Image]:
+        """The images over a grey checkerboard, as editors show transparency."""
+        return [over_checkerboard(stack.composite(), cell) for stack in self.layers]
+
+
+def rgba_to_stack(rgba: np.ndarray, name: str, provenance: dict[str, Any]) -> LayerStack:
+    """One straight-RGBA uint8 image as a one-layer stack, the layer cropped to its content."""
+    height, width = rgba.shape[:2]
+    layer = Layer(name, rgba, kind="object", provenance=provenance)
+    if not layer.is_empty:
+        layer = layer.cropped_to_content()
+    return LayerStack(width, height, [layer], metadata=dict(provenance))
+
+
+class _TransparentDecodeMixin:
+    """The part both pipelines share: latents -> RGBA -> outputs."""
+
+    def _prompts(self, prompt: str | list[str] | None, count: int) -> list[str]:
+        if prompt is None:
+            return [""] * count
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        per = max(1, count // max(1, len(prompts)))
+        return [p for p in prompts for _ in range(per)]
+
+    @torch.no_grad()
+    def _transparent_outputs(self, latents: torch.Tensor, prompt, output_type: str,
+                             augment: bool, extra: dict[str, Any]
+                             ) -> TransparentPipelineOutput:
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        unscaled = latents / self.vae.config.scaling_factor
+        rgba = decode_rgba(self.vae, self.transparent_decoder, unscaled, augment=augment)
+        array = rgba.permute(0, 2, 3, 1).cpu().numpy()
+        as_uint8 = np.rint(array * 255).clip(0, 255).astype(np.uint8)
+        stacks = [rgba_to_stack(image, "foreground",
+                                {"pipeline": type(self).__name__, "prompt": text, **extra})
+                  for image, text in zip(as_uint8, self._prompts(prompt, len(as_uint8)),
+                                         strict=True)]
+        images = array if output_type == "np" else \
+            [PIL.Image.fromarray(image, "RGBA") for image in as_uint8]
+        return TransparentPipelineOutput(images=images, layers=stacks)
+
+    def _run(self, parent_call, prompt, output_type: str, augment: bool, return_dict: bool,
+             kwargs: dict[str, Any]):
+        for name in ("output_type", "return_dict"):
+            kwargs.pop(name, None)
+        latents = parent_call(self, prompt=prompt, output_type="latent", **kwargs).images
+        extra = {key: kwargs[key] for key in ("num_inference_steps", "guidance_scale")
+                 if key in kwargs}
+        result = self._transparent_outputs(latents, prompt, output_type, augment, extra)
+        self.maybe_free_model_hooks()
+        return result if return_dict else (result.images, result.layers)
+
+
+class LatentTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPipeline):
+    """SD1.5-shaped LayerDiffuse: ``pipe("a glass cup").layers[0]`` is a transparent layer.
+
+    Components beyond ``StableDiffusionPipeline``'s: ``transparent_decoder`` (required) and
+    ``transparent_encoder`` (for encoding RGBA inputs and for training).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae->transparent_decoder"
+    _optional_components: ClassVar[list[str]] = [
+        "safety_checker", "feature_extractor", "image_encoder", "transparent_encoder"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler,
+                 transparent_decoder: TransparentVAEDecoder,
+                 transparent_encoder: TransparentVAEEncoder | None = None,
+                 safety_checker=None, feature_extractor=None, image_encoder=None,
+                 requires_safety_checker: bool = False) -> None:
+        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                         scheduler=scheduler, safety_checker=safety_checker,
+                         feature_extractor=feature_extractor, image_encoder=image_encoder,
+                         requires_safety_checker=requires_safety_checker)
+        self.register_modules(transparent_decoder=transparent_decoder,
+                              transparent_encoder=transparent_encoder)
+
+    def __call__(self, prompt: str | list[str] | None = None, *, augment: bool = False,
+                 output_type: str = "pil", return_dict: bool = True, **kwargs: Any):
+        """Everything ``StableDiffusionPipeline.__call__`` takes, plus ``augment`` (8-pass
+        median decode, slower, cleaner alpha). Returns :class:`TransparentPipelineOutput`."""
+        return self._run(StableDiffusionPipeline.__call__, prompt, output_type, augment,
+                         return_dict, kwargs)
+
+
+class LatentTransparencyXLPipeline(_TransparentDecodeMixin, StableDiffusionXLPipeline):
+    """SDXL-shaped LayerDiffuse (the released ``layer_xl_transparent_*`` models)."""
+
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae->transparent_decoder"
+    _optional_components: ClassVar[list[str]] = [
+        "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "image_encoder",
+        "feature_extractor", "transparent_encoder"]
+
+    def __init__(self, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet,
+                 scheduler, transparent_decoder: TransparentVAEDecoder,
+                 transparent_encoder: TransparentVAEEncoder | None = None,
+                 image_encoder=None, feature_extractor=None,
+                 force_zeros_for_empty_prompt: bool = True) -> None:
+        super().__init__(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                         tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet,
+                         scheduler=scheduler, image_encoder=image_encoder,
+                         feature_extractor=feature_extractor,
+                         force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+                         add_watermarker=False)
+        self.register_modules(transparent_decoder=transparent_decoder,
+                              transparent_encoder=transparent_encoder)
+
+    def __call__(self, prompt: str | list[str] | None = None, *, augment: bool = False,
+                 output_type: str = "pil", return_dict: bool = True, **kwargs: Any):
+        """Everything ``StableDiffusionXLPipeline.__call__`` takes, plus ``augment``."""
+        return self._run(StableDiffusionXLPipeline.__call__, prompt, output_type, augment,
+                         return_dict, kwargs)

@@ -1,0 +1,120 @@
+"""Assembling the released LayerDiffuse models (``LayerDiffusion/layerdiffusion-v1``) on their
+base checkpoints, offline: every file comes from the local Hugging Face cache (or a local
+folder), never the network.
+
+SDXL: ``stabilityai/stable-diffusion-xl-base-1.0`` + ``layer_xl_transparent_attn`` (rank-256
+attention LoRA, Forge format) + ``vae_transparent_decoder`` / ``vae_transparent_encoder``.
+SD 1.5: ``stable-diffusion-v1-5/stable-diffusion-v1-5`` + ``layer_sd15_transparent_attn`` +
+``layer_sd15_vae_transparent_decoder``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layerstudio.errors import InvalidInputError
+
+from .convert import load_unet_patch
+from .models import TransparentVAEDecoder, TransparentVAEEncoder
+
+__all__ = ["RELEASES", "Release", "load_released", "load_sd15", "load_sdxl"]
+
+PATCH_REPO = "LayerDiffusion/layerdiffusion-v1"
+
+
+@dataclass(frozen=True)
+class Release:
+    base: str
+    unet_patch: str
+    decoder: str
+    encoder: str | None
+    xl: bool
+    model_config: dict[str, Any] = field(default_factory=dict)
+    """Config overrides of the decoder/encoder; empty: the released sizes (the defaults)."""
+
+
+RELEASES = {
+    "sdxl": Release("stabilityai/stable-diffusion-xl-base-1.0",
+                    "layer_xl_transparent_attn.safetensors",
+                    "vae_transparent_decoder.safetensors",
+                    "vae_transparent_encoder.safetensors", xl=True),
+    "sd15": Release("stable-diffusion-v1-5/stable-diffusion-v1-5",
+                    "layer_sd15_transparent_attn.safetensors",
+                    "layer_sd15_vae_transparent_decoder.safetensors", None, xl=False),
+}
+
+
+def _file(source: str, name: str) -> Path:
+    """A file of ``source`` (a local folder, or a Hugging Face repo in the local cache)."""
+    folder = Path(source)
+    if folder.is_dir():
+        path = folder / name
+        if not path.is_file():
+            raise InvalidInputError(f"{name} is missing from {folder}")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(source, name, local_files_only=True))
+    except Exception as exc:  # the hub raises several types for "not in the cache"
+        raise InvalidInputError(
+            f"{name} of {source} is not in the local Hugging Face cache; on a machine with "
+            f"internet run `huggingface-cli download {source} {name}` and copy the cache here "
+            f"(HF_HOME). ({type(exc).__name__})") from None
+
+
+def _state(path: Path, model: torch.nn.Module) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"{path.name} does not fit {type(model).__name__}: "
+                                f"{str(exc).splitlines()[0]}") from None
+    return model
+
+
+def load_released(kind: str, patches: str = PATCH_REPO, base: str | None = None,
+                  dtype: torch.dtype = torch.float16, **kwargs: Any):
+    """The transparent pipeline of release ``kind`` ("sdxl" or "sd15"). ``patches`` and
+    ``base`` may be repo ids (read from the local cache) or local folders."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from .pipeline import LatentTransparencyPipeline, LatentTransparencyXLPipeline
+
+    if kind not in RELEASES:
+        raise InvalidInputError(f"unknown LayerDiffuse release {kind!r}; known: "
+                                f"{', '.join(RELEASES)}")
+    release = RELEASES[kind]
+    base = base or release.base
+    parent = StableDiffusionXLPipeline if release.xl else StableDiffusionPipeline
+    try:
+        components = parent.from_pretrained(base, local_files_only=True, dtype=dtype,
+                                            **kwargs).components
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"the base model {base!r} is not available offline "
+                                f"({type(exc).__name__}); download it first") from None
+    load_unet_patch(components["unet"], _file(patches, release.unet_patch))
+    config = release.model_config
+    decoder = _state(_file(patches, release.decoder),
+                     TransparentVAEDecoder(**config.get("decoder", {}))).to(dtype)
+    encoder = None
+    if release.encoder:
+        encoder = _state(_file(patches, release.encoder),
+                         TransparentVAEEncoder(**config.get("encoder", {}))).to(dtype)
+    cls = LatentTransparencyXLPipeline if release.xl else LatentTransparencyPipeline
+    return cls(**components, transparent_decoder=decoder, transparent_encoder=encoder)
+
+
+def load_sdxl(patches: str = PATCH_REPO, **kwargs: Any):
+    """Preset ``sdxl-layerdiffuse``: :func:`load_released` for SDXL."""
+    return load_released("sdxl", patches, **kwargs)
+
+
+def load_sd15(patches: str = PATCH_REPO, **kwargs: Any):
+    """Preset ``sd15-layerdiffuse``: :func:`load_released` for SD 1.5."""
+    return load_released("sd15", patches, **kwargs)
