@@ -47,11 +47,12 @@ def main() -> None:
         entry = {"preset": name, "trained": trained}
         if name == "tiny-judge":
             entry["random"] = judge_report(_randomised(load_preset(name)).eval(), args.n)
-        elif name in ("tiny-sd", "tiny-dit") and is_available(PRESETS["tiny-judge"]):
-            # the denoiser and text encoder re-initialised; the VAE is kept, so the ratio
-            # measures what diffusion training added
+        elif name in ("tiny-sd", "tiny-dit", "tiny-layerdiffuse") and is_available(
+                PRESETS["tiny-judge"]):
+            # the denoiser and text encoder re-initialised; the VAE (and the transparent
+            # codec) kept, so the ratio measures what diffusion training added
             pipe = load_preset(name)
-            denoiser = "unet" if name == "tiny-sd" else "transformer"
+            denoiser = "transformer" if name == "tiny-dit" else "unet"
             setattr(pipe, denoiser, _randomised(getattr(pipe, denoiser)))
             pipe.text_encoder = _randomised(pipe.text_encoder)
             entry["random"] = evaluate_text_to_image(name, args.split, args.n, 0, pipeline=pipe)

@@ -29,9 +29,9 @@ import torch
 from layerstudio.datasets import generate
 from layerstudio.datasets.assets.backgrounds import make_background
 from layerstudio.eval.matting import difference_key
-from layerstudio.eval.runner import EVAL_SEED, _training_pool
+from layerstudio.eval.runner import EVAL_SEED
 from layerstudio.eval.transparency import SIZE, alpha_reconstruction, mean4, over
-from layerstudio.presets import load_preset
+from layerstudio.presets import load_preset, training_pool
 from layerstudio.train.tasks import _to_tensor
 
 
@@ -55,7 +55,7 @@ def _recomposed_scores(judge, layers: list[np.ndarray], captions: list[str]) -> 
 
 @torch.no_grad()
 def generation(native_pipe, rgb_pipe, judge, n: int) -> dict:
-    pool = _training_pool("tiny-layerdiffuse")
+    pool = training_pool("tiny-layerdiffuse")
     captions = [generate("transparent", i, seed=EVAL_SEED, size=SIZE, split="train",
                          style="solid", pool=pool).caption for i in range(n)]
     report = {}

@@ -105,7 +105,18 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .presets import PRESETS, is_available
+    from .presets import PRESETS, get_preset, is_available, known_prompts
+
+    if args.prompts:
+        get_preset(args.prompts)  # an unknown name is an error, not an empty list
+        prompts = known_prompts(args.prompts)
+        if args.json:
+            print(json.dumps(prompts, indent=2))
+        elif prompts:
+            print("\n".join(prompts))
+        else:
+            print(f"{args.prompts} has no fixed vocabulary: any prompt is fair")
+        return 0
 
     rows = [{"name": p.name, "source": p.source, "loader": p.loader.split(":")[1],
              "resolution": p.resolution, "available": is_available(p), "good_for": p.good_for,
@@ -142,8 +153,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .imaging import over_checkerboard
+    from .presets import vocabulary_hint
     from .studio import Studio
 
+    hint = vocabulary_hint(args.model, args.prompt)
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
     stack = Studio(device=args.device).generate(
         args.prompt, model=args.model, mode=args.mode, seed=args.seed, steps=args.steps,
         size=args.size, guidance=args.guidance, negative_prompt=args.negative,
@@ -234,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model presets and whether they are here")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--prompts", metavar="PRESET",
+                   help="list the prompts a shipped tiny model was trained on")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a preset from its recipe")

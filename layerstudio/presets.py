@@ -106,6 +106,38 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("layerstudio") / "weights" / name))
 
 
+def training_pool(name: str) -> int | None:
+    """How many emoji the preset's recipe trained its last stage on (None: all of them, or
+    not trained by us). Evaluation draws its "train" prompts from this pool."""
+    from .train import load_recipe
+
+    recipe = get_preset(name).recipe
+    return load_recipe(recipe).stages[-1].options.get("pool") if recipe else None
+
+
+def known_prompts(name: str) -> list[str]:
+    """Prompts a shipped tiny model was trained to draw (its vocabulary), so users and the UI
+    can ask for something it knows; empty where the preset was not trained on a fixed pool."""
+    from .datasets.art import with_article
+    from .datasets.assets.emoji import emoji_pool
+
+    pool = training_pool(name)
+    if pool is None:
+        return []
+    return sorted(with_article(emoji.caption) for emoji in emoji_pool("train", pool))
+
+
+def vocabulary_hint(name: str, prompt: str) -> str | None:
+    """A gentle note when a tiny model is asked for something outside its vocabulary (it will
+    still draw, but what it knows is far better); None when the prompt is known or the preset
+    has no fixed vocabulary."""
+    known = known_prompts(name)
+    if not known or prompt.strip().lower() in known:
+        return None
+    return (f"{name} was trained on {len(known)} emoji prompts and {prompt!r} is not one of "
+            f"them, so expect a loose result; `layerstudio models --prompts {name}` lists them")
+
+
 def is_available(preset: Preset) -> bool:
     """Whether the preset's files are on this machine (package folder or Hugging Face cache)."""
     if preset.shipped:

@@ -31,3 +31,16 @@ def test_dataset_benchmark_reports_rates():
     for row in report["generators"]:
         assert row["samples_per_second_loader_0_workers"] > 0
         assert row["headroom_vs_training_need"] > 0
+
+
+def test_transparency_benchmark_compares_native_with_matting():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transparency.py"), "-n",
+                          "4"], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    recon, gen = report["reconstruction_heldout"], report["generation"]
+    for part in (recon["native"], recon["matting"]):
+        assert 0 <= part["alpha_soft_iou"] <= 1
+    assert recon["ratio_iou"] > 0
+    for part in (gen["native"], gen["matting"]):
+        assert part["seconds_per_image"] > 0
+        assert 0 <= part["judge_top1_recomposed"] <= part["judge_top5_recomposed"] <= 1

@@ -51,8 +51,10 @@ def test_generate_writes_a_layered_psd_and_a_preview(use_random_preset, tmp_path
     out = tmp_path / "apple.psd"
     assert main(["generate", "a red apple", "-o", str(out), "--steps", "2", "--seed", "3",
                  "--preview"]) == 0
-    printed = capsys.readouterr().out
-    assert "wrote" in printed and "1 layer," in printed and "preview" in printed
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out and "1 layer," in printed.out and "preview" in printed.out
+    # "apple" is not in tiny-layerdiffuse's vocabulary: a note says so and where to look
+    assert "not one of them" in printed.err and "models --prompts" in printed.err
     stack = LayerStack.load(out)
     assert len(stack) == 1 and stack.size == (64, 64)
     assert stack.layers[0].provenance["prompt"] == "a red apple"
@@ -62,6 +64,21 @@ def test_generate_writes_a_layered_psd_and_a_preview(use_random_preset, tmp_path
     assert main(["generate", "a red apple", "-o", str(again), "--steps", "2", "--seed",
                  "3"]) == 0
     assert (LayerStack.load(again).layers[0].pixels == stack.layers[0].pixels).all()
+
+
+def test_known_prompts_list_a_tiny_models_vocabulary(capsys):
+    known = presets.known_prompts("tiny-layerdiffuse")
+    assert len(known) == 128 and "an ice cream" in known and known == sorted(known)
+    assert presets.known_prompts("sd15") == []  # public models have no fixed vocabulary
+    assert presets.vocabulary_hint("tiny-layerdiffuse", " An ice cream ") is None
+    assert "128 emoji prompts" in presets.vocabulary_hint("tiny-layerdiffuse", "a red apple")
+    assert presets.vocabulary_hint("sdxl", "a red apple") is None
+    assert main(["models", "--prompts", "tiny-layerdiffuse"]) == 0
+    assert capsys.readouterr().out.splitlines() == known
+    assert main(["models", "--prompts", "sd15"]) == 0
+    assert "no fixed vocabulary" in capsys.readouterr().out
+    assert main(["models", "--prompts", "nope"]) == 2
+    assert "unknown model preset" in capsys.readouterr().err
 
 
 def test_studio_records_provenance(use_random_preset):

@@ -230,10 +230,10 @@ def test_transparent_training_smoke_run(tmp_path):
     stage = ('[[stages]]\nname = "{name}"\ntask = "{task}"\nsteps = 2\nbatch_size = 2\n'
              'warmup_steps = 1\nema_decay = 0.9\nsave_every = 1\nsample_every = 2\n'
              'options = {{ pool = 8 }}\n')
+    out = tmp_path / "run"
     recipe.write_text('name = "ld-smoke"\nseed = 0\n' +
                       stage.format(name="transparent-vae", task="transparent_vae") +
                       stage.format(name="unet", task="transparent_unet"))
-    out = tmp_path / "run"
     assert main(["train", str(recipe), "--output", str(out)]) == 0
     assert (out / "samples" / "transparent-vae-000002.png").is_file()
     pipe = LatentTransparencyPipeline.from_pretrained(out, local_files_only=True,
@@ -242,6 +242,17 @@ def test_transparent_training_smoke_run(tmp_path):
     assert pipe.transparent_decoder.dtype == torch.float32
     weights = out / "transparent_decoder" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_size < 3 * 2**20  # fp16
+    # a conditioned mode fine-tuned from that folder: conv_in widened to 8 channels
+    from layerstudio.pipelines.latent_transparency import ConditionedTransparencyPipeline
+
+    conditioned = tmp_path / "bg2fg"
+    recipe.write_text('name = "bg2fg-smoke"\nseed = 0\n' + stage.format(
+        name="bg2fg", task="conditioned_unet").replace(
+        "pool = 8", f'pool = 8, mode = "bg2fg", base = "{out}"'))
+    assert main(["train", str(recipe), "--output", str(conditioned)]) == 0
+    assert (conditioned / "samples" / "bg2fg-000002.png").is_file()
+    pipe = ConditionedTransparencyPipeline.from_pretrained(conditioned, local_files_only=True)
+    assert pipe.config.mode == "bg2fg" and pipe.unet.config.in_channels == 8
 
 
 @pytest.mark.parametrize("mode", ["bg2fg", "fg2bg"])
@@ -301,3 +312,26 @@ def test_conditioned_pipeline_needs_a_widened_unet(tokenizer):
             tokenizer=tokenizer, unet=tiny_unet(), scheduler=DDIMScheduler(),
             transparent_decoder=tiny_transparent_decoder(),
             transparent_encoder=tiny_transparent_encoder())
+
+
+def test_shipped_tiny_layerdiffuse_makes_clean_transparent_objects(monkeypatch):
+    """The shipped preset, offline: its transparent VAE recovers held-out alpha, and what it
+    generates is an object on transparency (opaque core, clear surroundings)."""
+    from layerstudio.eval.transparency import alpha_reconstruction
+    from layerstudio.presets import load_preset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = load_preset("tiny-layerdiffuse")
+    assert isinstance(pipe, LatentTransparencyPipeline)
+    assert alpha_reconstruction(pipe, 16)["native"]["alpha_soft_iou"] > 0.8
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(["a red apple", "a maple leaf"], num_inference_steps=20,
+               generator=torch.Generator().manual_seed(0), output_type="np")
+    again = pipe(["a red apple", "a maple leaf"], num_inference_steps=20,
+                 generator=torch.Generator().manual_seed(0), output_type="np")
+    assert np.array_equal(out.images, again.images)
+    for image in out.images:
+        alpha = image[..., 3]
+        assert (alpha > 0.9).mean() > 0.05  # an object
+        assert (alpha < 0.1).mean() > 0.3   # on transparency
+        assert alpha[:2].mean() < 0.1 and alpha[-2:].mean() < 0.1  # clear top and bottom rows

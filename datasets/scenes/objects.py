@@ -17,8 +17,9 @@ MAX_LAYERS = 50
 
 
 def build(rng: np.random.Generator, size: int, split: str, *,
-          min_objects: int = 1, max_objects: int = 6) -> dict:
-    """Build the scene; ``max_objects`` may go up to 50 (objects then get smaller)."""
+          min_objects: int = 1, max_objects: int = 6, pool: int | None = None) -> dict:
+    """Build the scene; ``max_objects`` may go up to 50 (objects then get smaller); ``pool``
+    limits emoji to a fixed subset of the split (see emoji_pool)."""
     if not 1 <= min_objects <= max_objects <= MAX_LAYERS:
         raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_LAYERS}")
     count = int(rng.integers(min_objects, max_objects + 1))
@@ -30,7 +31,7 @@ def build(rng: np.random.Generator, size: int, split: str, *,
     shrink = max(1.0, np.sqrt(count / 3))
     for i in range(count):
         side = int(size * rng.uniform(0.2, 0.5) / shrink)
-        art = random_art(rng, max(6, side), split)
+        art = random_art(rng, max(6, side), split, pool=pool)
         x, y = place(rng, art.pixels.shape[:2], (size, size))
         stack.add(Layer(f"object {i + 1}", art.pixels, offset=(x, y), kind="object",
                         provenance={"caption": art.caption, "source": art.source}))

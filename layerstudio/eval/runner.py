@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..presets import get_preset, load_preset
+from ..presets import get_preset, load_preset, training_pool
 
 __all__ = ["evaluate"]
 
@@ -57,14 +57,6 @@ def evaluate_judge(n: int) -> dict[str, Any]:
 EVAL_SEED = 2026
 
 
-def _training_pool(preset: str) -> int | None:
-    """The emoji pool the preset's recipe trained its last stage on (None: all emoji)."""
-    from ..train import load_recipe
-
-    recipe = get_preset(preset).recipe
-    return load_recipe(recipe).stages[-1].options.get("pool") if recipe else None
-
-
 def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
                            pipeline=None, judge=None) -> dict[str, Any]:
     """Generate one image per caption and score it (``pipeline``/``judge`` may be given, e.g.
@@ -78,7 +70,7 @@ def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
     pipe.set_progress_bar_config(disable=True)
     judge = judge or load_preset("tiny-judge").eval()
     info = get_preset(preset)
-    pool = _training_pool(preset) if split == "train" else None
+    pool = training_pool(preset) if split == "train" else None
     samples = [generate("transparent", i, seed=EVAL_SEED + seed, size=64, split=split,
                         style="solid", pool=pool) for i in range(n)]
     captions = [sample.caption for sample in samples]

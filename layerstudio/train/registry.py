@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .tasks import DiTTextToImageTask, JudgeTask, Task, TextToImageTask, VaeTask
-from .transparency import TransparentUNetTask, TransparentVaeTask
+from .transparency import ConditionedUNetTask, TransparentUNetTask, TransparentVaeTask
 
 __all__ = ["TASKS"]
 
@@ -14,4 +14,5 @@ TASKS: dict[str, type[Task]] = {
     "dit_text_to_image": DiTTextToImageTask,
     "transparent_vae": TransparentVaeTask,
     "transparent_unet": TransparentUNetTask,
+    "conditioned_unet": ConditionedUNetTask,
 }

@@ -378,9 +378,10 @@ class TextToImageTask(Task):
 
 # --- models built on a trained tiny-sd ---------------------------------------------------------
 
-def adopt_base(options: dict[str, Any], output: Path) -> Path:
+def adopt_base(options: dict[str, Any], output: Path,
+               parts: tuple[str, ...] = ("vae", "tokenizer")) -> Path:
     """Folder of option ``base`` (a shipped preset name or a pipeline folder, default
-    ``tiny-sd``), after copying its frozen VAE and tokenizer into ``output``."""
+    ``tiny-sd``), after copying its frozen ``parts`` into ``output``."""
     import shutil
 
     from ..presets import PRESETS, preset_path
@@ -388,7 +389,7 @@ def adopt_base(options: dict[str, Any], output: Path) -> Path:
     base = Path(options.get("base", "tiny-sd"))
     if str(base) in PRESETS:
         base = preset_path(str(base))
-    for part in ("vae", "tokenizer"):
+    for part in parts:
         if not (Path(output) / part).is_dir():
             shutil.copytree(base / part, Path(output) / part)
     return base

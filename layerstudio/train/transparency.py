@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from layerstudio.datasets import generate
+from layerstudio.document import LayerStack
 from layerstudio.imaging import over_checkerboard
 from layerstudio.pipelines.latent_transparency import (
     LatentTransparencyPipeline,
@@ -37,7 +38,8 @@ from ..tiny_models import IMAGE_SIZE, tiny_transparent_decoder, tiny_transparent
 from .recipe import Stage
 from .tasks import Task, TextToImageTask, _grid, adopt_base, save_fp16
 
-__all__ = ["TransparentUNetTask", "TransparentVaeTask", "rgba_batch"]
+__all__ = ["ConditionedUNetTask", "TransparentUNetTask", "TransparentVaeTask", "pair_batch",
+           "rgba_batch"]
 
 
 def rgba_batch(seed: int, step: int, batch_size: int, pool: int | None = None,
@@ -122,8 +124,12 @@ class TransparentUNetTask(TextToImageTask):
     """Step 2: epsilon prediction on adjusted latents ``mean + std * offset`` of transparent
     images; U-Net and text encoder start from the base model (option ``base``)."""
 
+    DEFAULT_BASE = "tiny-sd"
+    BASE_PARTS: tuple[str, ...] = ("vae", "tokenizer")
+
     def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
-        self.base = adopt_base(stage.options, output)
+        self.base = adopt_base({"base": self.DEFAULT_BASE, **stage.options}, output,
+                               self.BASE_PARTS)
         super().__init__(stage, output, device)
         folder = self.output
         if not (folder / "transparent_encoder" / "config.json").is_file():
@@ -169,3 +175,101 @@ class TransparentUNetTask(TextToImageTask):
                       width=IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
         _grid(result.previews(4), prompts, path)
 
+
+
+# --- layer-conditioned modes --------------------------------------------------------------------
+
+def pair_batch(seed: int, step: int, batch_size: int, pool: int | None = None,
+               size: int = IMAGE_SIZE) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """``objects`` scenes with one object: (foreground RGBA on the canvas, background RGBA,
+    caption "OBJECT on BACKGROUND")."""
+    foregrounds, backgrounds, captions = [], [], []
+    for i in range(batch_size):
+        sample = generate("objects", step * batch_size + i, seed=seed, size=size,
+                          min_objects=1, max_objects=1, pool=pool)
+        stack = sample.stack
+        backgrounds.append(np.asarray(stack.layers[0].to_pil()))
+        alone = LayerStack(size, size, [stack.layers[1]])
+        foregrounds.append(np.asarray(alone.composite()))
+        captions.append(sample.caption)
+    return foregrounds, backgrounds, captions
+
+
+class ConditionedUNetTask(TransparentUNetTask):
+    """bg2fg / fg2bg (option ``mode``): the transparent U-Net of ``base`` (default the shipped
+    tiny-layerdiffuse) with ``conv_in`` widened to take the condition latent, fine-tuned on
+    one-object scenes. The condition is zeroed for 10% of samples so "stop at" (and
+    guidance against no condition) stays in distribution."""
+
+    DEFAULT_BASE = "tiny-layerdiffuse"
+    BASE_PARTS = ("vae", "tokenizer", "transparent_encoder", "transparent_decoder")
+
+    def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
+        super().__init__(stage, output, device)
+        self.mode = self.options.get("mode", "bg2fg")
+        if self.mode not in ("bg2fg", "fg2bg"):
+            raise ValueError(f"mode must be bg2fg or fg2bg, got {self.mode!r}")
+
+    def trainable(self) -> nn.Module:
+        from layerstudio.pipelines.latent_transparency.convert import widen_conv_in
+
+        module = super().trainable()
+        if module["unet"].config.in_channels == self.vae.config.latent_channels:
+            widen_conv_in(module["unet"], 2 * self.vae.config.latent_channels)
+        return module
+
+    def batch(self, step: int):
+        fg, bg, captions = pair_batch(self.options.get("seed", 0), step, self.stage.batch_size,
+                                      pool=self.options.get("pool"))
+        fg_rgba, fg_padded = rgba_tensors(fg)
+        bg_rgb = torch.from_numpy(np.stack(bg)[..., :3]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        keep = torch.from_numpy(np.random.default_rng([step, 5]).random(len(fg)) >= 0.1)
+        return (fg_rgba, fg_padded, bg_rgb, keep), self.caption_ids(captions, step)
+
+    @torch.no_grad()
+    def _latents(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target latent, condition latent), both scaled."""
+        fg_rgba, fg_padded, bg_rgb, keep = (t.to(self.device) for t in images)
+        scale = self.vae.config.scaling_factor
+        foreground = encode_rgba(self.vae, self.transparent_encoder, fg_rgba, fg_padded) * scale
+        posterior = self.vae.encode(bg_rgb).latent_dist
+        if self.mode == "bg2fg":
+            target, condition = foreground, posterior.mean * scale
+        else:
+            target, condition = posterior.sample() * scale, foreground
+        return target, condition * keep.view(-1, 1, 1, 1)
+
+    def loss(self, module, batch):
+        images, ids = batch
+        target, condition = self._latents(images)
+        noise = torch.randn_like(target)
+        steps = torch.randint(0, self.noise.config.num_train_timesteps, (target.shape[0],),
+                              device=self.device)
+        noisy = torch.cat([self.noise.add_noise(target, noise, steps), condition], dim=1)
+        text = module["text_encoder"](ids.to(self.device)).last_hidden_state
+        return F.mse_loss(module["unet"](noisy, steps, text).sample, noise)
+
+    def pipeline(self, module):
+        from diffusers import DPMSolverMultistepScheduler
+
+        from layerstudio.pipelines.latent_transparency import ConditionedTransparencyPipeline
+
+        return ConditionedTransparencyPipeline(
+            vae=self.vae, text_encoder=module["text_encoder"], tokenizer=self.tokenizer,
+            unet=module["unet"],
+            scheduler=DPMSolverMultistepScheduler.from_config(self.noise.config),
+            transparent_decoder=self.transparent_decoder,
+            transparent_encoder=self.transparent_encoder, mode=self.mode)
+
+    @torch.no_grad()
+    def sample_grid(self, module, path):
+        pipe = self.pipeline(module)
+        pipe.set_progress_bar_config(disable=True)
+        fg, bg, captions = pair_batch(54321, 0, 8, pool=self.options.get("pool"))
+        previews = []
+        for foreground, background, caption in zip(fg, bg, captions, strict=True):
+            condition = background if self.mode == "bg2fg" else foreground
+            out = pipe(caption, condition=condition, num_inference_steps=20, height=IMAGE_SIZE,
+                       width=IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+            previews.append(out.previews(4)[0])
+        _grid(previews, captions, path)

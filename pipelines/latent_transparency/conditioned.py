@@ -4,7 +4,7 @@ foreground -> background (``fg2bg``).
 As in the paper's SDXL models, the condition enters by concatenation: the U-Net's ``conv_in``
 takes 8 channels, the noisy latent and the condition's latent (a background through the base
 VAE; a foreground through the transparent encoder), widened from a 4-channel model with zero
-weights (``convert._widen_conv_in``) before fine-tuning. ``stop_at`` < 1 drops the condition
+weights (``convert.widen_conv_in``) before fine-tuning. ``stop_at`` < 1 drops the condition
 (zeros, which training shows 10% of the time) for the last steps, like the reference UI's
 "stop at".
 
@@ -78,7 +78,7 @@ class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPi
         """Scaled latent of the condition layer (what the U-Net was trained to read)."""
         device = self._execution_device
         if self.config.mode == "bg2fg":  # a background: opaque RGB through the base VAE
-            rgb = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)[None].float() / 127.5 - 1
+            rgb = torch.tensor(rgba[..., :3]).permute(2, 0, 1)[None].float() / 127.5 - 1
             latent = self.vae.encode(rgb.to(device, self.vae.dtype)).latent_dist.mean
         else:  # a foreground: RGBA through the transparent encoder
             tensors = rgba_tensors([rgba])

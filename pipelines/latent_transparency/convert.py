@@ -28,7 +28,7 @@ from torch import nn
 from layerstudio.errors import InvalidInputError
 
 __all__ = ["apply_deltas", "forge_to_diffusers_deltas", "ldm_to_diffusers_key",
-           "load_unet_patch"]
+           "load_unet_patch", "widen_conv_in"]
 
 _RESNET = (("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
            ("out_layers.0", "norm2"), ("out_layers.3", "conv2"),
@@ -122,7 +122,7 @@ def forge_to_diffusers_deltas(state: Mapping[str, torch.Tensor], unet
     return deltas
 
 
-def _widen_conv_in(unet, channels: int) -> None:
+def widen_conv_in(unet, channels: int) -> None:
     """Give conv_in ``channels`` input channels, the new ones zero (condition latents)."""
     old: nn.Conv2d = unet.conv_in
     new = nn.Conv2d(channels, old.out_channels, old.kernel_size, old.stride, old.padding)
@@ -143,7 +143,7 @@ def apply_deltas(unet, deltas: Mapping[str, torch.Tensor]) -> int:
     parameters = dict(unet.named_parameters())
     conv_in = deltas.get("conv_in.weight")
     if conv_in is not None and conv_in.shape[1] > unet.conv_in.in_channels:
-        _widen_conv_in(unet, conv_in.shape[1])
+        widen_conv_in(unet, conv_in.shape[1])
         parameters = dict(unet.named_parameters())
     problems = [name for name in deltas if name not in parameters]
     problems += [f"{name} (patch {tuple(delta.shape)}, model "
