@@ -143,6 +143,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from .train.ship import ship
+
+    shared = ship(args.run, args.preset)
+    taken = ", ".join(f"{part} from {other}" for part, other in shared.items()) or "nothing"
+    print(f"shipped {args.run} as {args.preset} (shared: {taken})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.runner import evaluate
 
@@ -154,13 +163,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .imaging import over_checkerboard
     from .presets import vocabulary_hint
-    from .studio import Studio
+    from .studio import DEFAULT_MODEL, MODE_MODELS, Studio
 
-    hint = vocabulary_hint(args.model, args.prompt)
+    hint = vocabulary_hint(args.model or MODE_MODELS.get(args.mode, DEFAULT_MODEL), args.prompt)
     if hint:
         print(f"note: {hint}", file=sys.stderr)
     stack = Studio(device=args.device).generate(
-        args.prompt, model=args.model, mode=args.mode, seed=args.seed, steps=args.steps,
+        args.prompt, model=args.model, mode=args.mode, background=args.background,
+        foreground=args.foreground, stop_at=args.stop_at,
+        foreground_prompt=args.foreground_prompt, background_prompt=args.background_prompt,
+        seed=args.seed, steps=args.steps,
         size=args.size, guidance=args.guidance, negative_prompt=args.negative,
         augment=args.augment)
     path = stack.save(args.output)
@@ -171,6 +183,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         over_checkerboard(stack.composite()).save(preview)
         message += f" and preview {preview}"
     print(message)
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .studio import Studio
+
+    layer = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
+    stack = Studio(device=args.device).edit_layer(
+        args.input, layer, args.prompt, mask=args.mask, strength=args.strength,
+        model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        negative_prompt=args.negative, augment=args.augment)
+    path = stack.save(args.output)
+    edited = stack.layers[stack.index(layer)]
+    print(f"wrote {path} (layer {edited.name!r} regenerated in "
+          f"{edited.provenance['edit']['seconds']} s; {len(stack) - 1} other layers as they were)")
     return 0
 
 
@@ -225,16 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    from .studio import DEFAULT_MODEL, MODES
+    from .studio import DEFAULT_MODEL, MODE_MODELS, MODES
 
     p = sub.add_parser("generate", help="generate a layered image from a prompt")
     p.add_argument("prompt")
     p.add_argument("-o", "--output", required=True,
                    help="output file (.psd, .ora, .zip or .png)")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model preset (default {DEFAULT_MODEL}; see `layerstudio models`)")
+    p.add_argument("--model", help="model preset (default: the shipped one for the mode, "
+                   f"{', '.join(f'{m}: {n}' for m, n in MODE_MODELS.items())}; "
+                   "see `layerstudio models`)")
     p.add_argument("--mode", choices=MODES, default="fg",
-                   help="fg: one transparent foreground layer")
+                   help="fg: one transparent foreground layer from text; bg2fg: a foreground "
+                        "for --background; fg2bg: a background behind --foreground; joint: "
+                        "foreground, background and blend together")
+    p.add_argument("--background", metavar="FILE",
+                   help="background image or layered file (its composite), for bg2fg")
+    p.add_argument("--foreground", metavar="FILE",
+                   help="transparent foreground image or layered file, for fg2bg")
+    p.add_argument("--stop-at", type=float, default=1.0, metavar="F",
+                   help="fraction of steps that see the given layer (default 1)")
+    p.add_argument("--foreground-prompt", metavar="TEXT",
+                   help="joint: the foreground layer's prompt (default: X of 'X on Y')")
+    p.add_argument("--background-prompt", metavar="TEXT",
+                   help="joint: the background layer's prompt (default: Y of 'X on Y')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
     p.add_argument("--size", type=int, help="square side in pixels (default: the preset's)")
@@ -246,6 +286,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUTPUT.preview.png over a checkerboard")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("edit", help="regenerate one layer of a document from a prompt, "
+                                    "leaving the others untouched")
+    p.add_argument("input", help="layered file (.psd, .ora, .zip) or image")
+    p.add_argument("prompt")
+    p.add_argument("-o", "--output", required=True, help="output file (.psd, .ora, .zip, .png)")
+    p.add_argument("--layer", default="-1",
+                   help="layer name or index (0 = bottom, -1 = top; default -1)")
+    p.add_argument("--mask", metavar="FILE",
+                   help="canvas-sized greyscale image: white = repaint, black = keep")
+    p.add_argument("--strength", type=float, default=0.6,
+                   help="how far the layer may change, in (0, 1] (default 0.6)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--negative", help="negative prompt")
+    p.add_argument("--augment", action="store_true", help="8-pass median alpha decode")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("ship", help="install a trained run as a shipped preset, storing "
+                                    "components other presets already have only once")
+    p.add_argument("run", help="the --output folder of `layerstudio train`")
+    p.add_argument("preset", help="shipped preset name, e.g. tiny-layerdiffuse-bg2fg")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("models", help="list the model presets and whether they are here")
     p.add_argument("--json", action="store_true")

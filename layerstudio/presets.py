@@ -9,6 +9,7 @@ cache only (``local_files_only``), so a missing download is a clear message, nev
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,10 @@ class Preset:
     recipe: str | None = None
     base: str | None = None
     """Hugging Face id of the base model a patch preset is applied to."""
+    mode: str = "fg"
+    """What it generates: ``fg`` (from text alone), ``bg2fg`` (a foreground for a given
+    background), ``fg2bg`` (a background behind a given foreground), ``joint`` (foreground,
+    background and blend together)."""
 
     @property
     def shipped(self) -> bool:
@@ -57,6 +62,24 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            64, 20, 4.0, "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "64 px transparent objects from text on CPU (latent transparency on tiny-sd)",
            recipe="tiny-layerdiffuse"),
+    Preset("tiny-layerdiffuse-bg2fg",
+           "layerstudio.pipelines.latent_transparency:ConditionedTransparencyPipeline",
+           "shipped", 64, 20, 4.0,
+           "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "a transparent foreground for a given background (64 px, CPU)",
+           recipe="tiny-layerdiffuse-bg2fg", mode="bg2fg"),
+    Preset("tiny-layerdiffuse-fg2bg",
+           "layerstudio.pipelines.latent_transparency:ConditionedTransparencyPipeline",
+           "shipped", 64, 20, 4.0,
+           "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "a background behind a given transparent foreground (64 px, CPU)",
+           recipe="tiny-layerdiffuse-fg2bg", mode="fg2bg"),
+    Preset("tiny-layerdiffuse-joint",
+           "layerstudio.pipelines.latent_transparency:JointTransparencyPipeline",
+           "shipped", 64, 20, 4.0,
+           "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "foreground + background + blend in one call (64 px, CPU)",
+           recipe="tiny-layerdiffuse-joint", mode="joint"),
     Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "offline prompt-adherence score: which emoji does an image show?",
@@ -85,6 +108,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            files=("layer_sd15_transparent_attn.safetensors",
                   "layer_sd15_vae_transparent_decoder.safetensors"),
            base="stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    Preset("sd15-layerdiffuse-joint",
+           "layerstudio.pipelines.latent_transparency.released:load_sd15_joint",
+           "LayerDiffusion/layerdiffusion-v1", 512, 25, 7.5,
+           "CreativeML OpenRAIL-M (SD 1.5 base and the LayerDiffuse weights)",
+           "512 px foreground + background + blend together (LayerDiffuse joint; GPU)",
+           files=("layer_sd15_joint.safetensors",
+                  "layer_sd15_vae_transparent_decoder.safetensors"),
+           base="stable-diffusion-v1-5/stable-diffusion-v1-5", mode="joint"),
     Preset("qwen-image-layered", "diffusers:QwenImageLayeredPipeline", "Qwen/Qwen-Image-Layered",
            640, 50, 4.0, "Apache-2.0", "image -> RGBA layers (large GPU)",
            files=("model_index.json", "transformer/*", "vae/*", "text_encoder/*",
@@ -132,7 +163,10 @@ def vocabulary_hint(name: str, prompt: str) -> str | None:
     still draw, but what it knows is far better); None when the prompt is known or the preset
     has no fixed vocabulary."""
     known = known_prompts(name)
-    if not known or prompt.strip().lower() in known:
+    asked = prompt.strip().lower()
+    # conditioned models were trained on "OBJECT on BACKGROUND": any known object counts
+    if not known or any(re.search(rf"\b{re.escape(k.split(' ', 1)[1])}\b", asked)
+                        for k in known):
         return None
     return (f"{name} was trained on {len(known)} emoji prompts and {prompt!r} is not one of "
             f"them, so expect a loose result; `layerstudio models --prompts {name}` lists them")
@@ -160,6 +194,33 @@ def _loader(preset: Preset):
     return getattr(importlib.import_module(module), attribute)
 
 
+SHARED_FILE = "shared.json"
+"""In a shipped preset folder: ``{"component": "other-preset"}`` for components that are
+byte-for-byte another shipped preset's (a frozen VAE, a tokenizer, a frozen U-Net), so the
+package ships each set of weights once."""
+
+
+def shared_components(name: str, dtype) -> dict[str, Any]:
+    """The components a shipped preset takes from other shipped presets, loaded with the
+    classes its ``model_index.json`` names."""
+    import json
+
+    folder = preset_path(name)
+    if not (folder / SHARED_FILE).is_file():
+        return {}
+    index = json.loads((folder / "model_index.json").read_text())
+    loaded = {}
+    for part, other in json.loads((folder / SHARED_FILE).read_text()).items():
+        library, class_name = index[part]
+        component = getattr(importlib.import_module(library), class_name)
+        source = preset_path(get_preset(other).name) / part
+        import torch
+
+        options = {"dtype": dtype} if issubclass(component, torch.nn.Module) else {}
+        loaded[part] = component.from_pretrained(str(source), local_files_only=True, **options)
+    return loaded
+
+
 def load_preset(name: str, **kwargs: Any):
     """Load a preset with ``from_pretrained``, offline. Raises a message that says what to
     download and where when the files are not here."""
@@ -175,7 +236,9 @@ def load_preset(name: str, **kwargs: Any):
         import torch
 
         kwargs.setdefault("dtype", torch.float32)
-        return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+        shared = {part: component for part, component in shared_components(
+            name, kwargs["dtype"]).items() if part not in kwargs}
+        return cls.from_pretrained(str(path), local_files_only=True, **shared, **kwargs)
     try:
         if not hasattr(cls, "from_pretrained"):  # an assembling function (base + patches)
             return cls(preset.source, **kwargs)

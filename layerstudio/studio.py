@@ -5,27 +5,68 @@ model runs, and turns every pipeline's output into a :class:`LayerStack` with it
 (model, prompt, seed, steps, guidance, seconds) in the metadata::
 
     from layerstudio.studio import Studio
-    stack = Studio().generate("a red apple", seed=1)
-    stack.save("apple.psd")
+    stack = Studio().generate("an ice cream", seed=1)
+    stack.save("ice.psd")
+    scene = Studio().generate("a turtle", mode="bg2fg", background="beach.png")
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from .blend import BlendMode
 from .document import Layer, LayerStack
 from .errors import InvalidInputError
+from .imaging import as_rgba_array
 from .presets import get_preset, load_preset
 
-__all__ = ["DEFAULT_MODEL", "MODES", "Studio"]
+__all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "Studio", "layer_prompts"]
 
-DEFAULT_MODEL = "tiny-layerdiffuse"
-MODES = ("fg",)
-"""Generation modes available now: ``fg`` = one transparent foreground layer (or, for an RGB
-model such as ``tiny-sd``, one opaque image layer)."""
+MODE_MODELS = {"fg": "tiny-layerdiffuse", "bg2fg": "tiny-layerdiffuse-bg2fg",
+               "fg2bg": "tiny-layerdiffuse-fg2bg", "joint": "tiny-layerdiffuse-joint"}
+"""Generation modes and the shipped model each uses by default: ``fg`` = one transparent
+foreground layer from text (or, for an RGB model such as ``tiny-sd``, one opaque image layer);
+``bg2fg`` = a transparent foreground made for a given background; ``fg2bg`` = a background made
+behind a given foreground; ``joint`` = foreground, background and the model's own blend from
+text alone. The conditioned modes return two layers, ``joint`` three (the blend hidden)."""
+MODES = tuple(MODE_MODELS)
+DEFAULT_MODEL = MODE_MODELS["fg"]
 
 MAX_SIDE = 2048
+
+
+def _settings(preset, steps: int | None, size: int | None, guidance: float | None
+              ) -> tuple[int, int, float]:
+    """Steps, size and guidance: the preset's defaults where not given, checked."""
+    steps = preset.steps if steps is None else int(steps)
+    size = preset.resolution if size is None else int(size)
+    guidance = preset.guidance if guidance is None else float(guidance)
+    if not 1 <= steps <= 1000:
+        raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
+    if not 16 <= size <= MAX_SIDE or size % 16:
+        raise InvalidInputError(f"size must be a multiple of 16 between 16 and {MAX_SIDE}, "
+                                f"got {size}")
+    if not 0 <= guidance <= 50:
+        raise InvalidInputError(f"guidance must be between 0 and 50, got {guidance}")
+    return steps, size, guidance
+
+
+def layer_prompts(prompt: str, foreground: str | None, background: str | None
+                  ) -> tuple[str, str]:
+    """The foreground and background prompts of a joint generation: as given, else split
+    from "X on Y" (the last " on "), else the whole prompt for the foreground and nothing
+    for the background."""
+    if foreground is None or background is None:
+        head, sep, tail = prompt.strip().rpartition(" on ")
+        guessed = (head, tail) if sep and head and tail else (prompt.strip(), "")
+        foreground = guessed[0] if foreground is None else foreground
+        background = guessed[1] if background is None else background
+    return foreground, background
 
 
 class Studio:
@@ -46,27 +87,35 @@ class Studio:
             self._pipelines[model] = pipe
         return self._pipelines[model]
 
-    def generate(self, prompt: str, *, model: str = DEFAULT_MODEL, mode: str = "fg",
+    def generate(self, prompt: str, *, model: str | None = None, mode: str = "fg",
+                 background: Any = None, foreground: Any = None, stop_at: float = 1.0,
+                 foreground_prompt: str | None = None, background_prompt: str | None = None,
                  seed: int = 0, steps: int | None = None, size: int | None = None,
                  guidance: float | None = None, negative_prompt: str | None = None,
                  augment: bool = False) -> LayerStack:
-        """A layered image for ``prompt``. Defaults (steps, size, guidance) come from the
-        preset; ``augment`` runs the 8-pass alpha decoder (transparent models only)."""
+        """A layered image for ``prompt``. ``model`` defaults to the shipped one for ``mode``;
+        ``background`` (``bg2fg``) / ``foreground`` (``fg2bg``) is the given layer: a path
+        to any image or layered file (its composite is used), a PIL image or an array;
+        ``stop_at`` < 1 lets the last steps run without it. In ``joint`` mode ``prompt``
+        describes the whole picture and ``foreground_prompt`` / ``background_prompt`` the
+        layers; when they are not given, "X on Y" is split into X and Y. Defaults (steps, size,
+        guidance) come from the preset; ``augment`` runs the 8-pass alpha decoder
+        (transparent models only)."""
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
+        model = model or MODE_MODELS[mode]
         preset = get_preset(model)
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError("the prompt is empty; describe what to generate")
-        if mode not in MODES:
-            raise InvalidInputError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
-        steps = preset.steps if steps is None else int(steps)
-        size = preset.resolution if size is None else int(size)
-        guidance = preset.guidance if guidance is None else float(guidance)
-        if not 1 <= steps <= 1000:
-            raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
-        if not 16 <= size <= MAX_SIDE or size % 16:
-            raise InvalidInputError(f"size must be a multiple of 16 between 16 and {MAX_SIDE}, "
-                                    f"got {size}")
-        if not 0 <= guidance <= 50:
-            raise InvalidInputError(f"guidance must be between 0 and 50, got {guidance}")
+        if preset.mode != mode:
+            raise InvalidInputError(f"{model!r} generates in mode {preset.mode!r}, not "
+                                    f"{mode!r}; for {mode} use {MODE_MODELS[mode]!r}")
+        condition = self._condition(mode, background, foreground)
+        if mode != "joint" and (foreground_prompt or background_prompt):
+            raise InvalidInputError("foreground and background prompts are for mode 'joint'")
+        if not 0.0 <= stop_at <= 1.0:
+            raise InvalidInputError(f"stop_at must be between 0 and 1, got {stop_at}")
+        steps, size, guidance = _settings(preset, steps, size, guidance)
 
         import torch
 
@@ -76,6 +125,11 @@ class Studio:
                                        generator=torch.Generator().manual_seed(int(seed)))
         if negative_prompt:
             options["negative_prompt"] = negative_prompt
+        if condition is not None:
+            options.update(condition=condition, stop_at=float(stop_at))
+        if mode == "joint":
+            front, back = layer_prompts(prompt, foreground_prompt, background_prompt)
+            options.update(foreground_prompt=front, background_prompt=back)
         transparent = hasattr(pipe, "transparent_decoder")
         if augment:
             if not transparent:
@@ -87,6 +141,11 @@ class Studio:
         seconds = round(time.perf_counter() - started, 3)
         info = {"model": model, "prompt": prompt, "seed": int(seed), "steps": steps,
                 "guidance": guidance, "mode": mode, "seconds": seconds}
+        if condition is not None:
+            info["stop_at"] = float(stop_at)
+        if mode == "joint":
+            info.update(foreground_prompt=options["foreground_prompt"],
+                        background_prompt=options["background_prompt"])
         if transparent:
             stack = result.layers[0]
             stack.metadata.update(info)
@@ -95,3 +154,87 @@ class Studio:
         return LayerStack(image.width, image.height,
                           [Layer("image", image, kind="background", provenance=info)],
                           metadata=info)
+
+    def edit_layer(self, document: Any, layer: int | str, prompt: str, *,
+                   mask: Any = None, strength: float = 0.6, model: str = DEFAULT_MODEL,
+                   seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                   negative_prompt: str | None = None, augment: bool = False) -> LayerStack:
+        """Regenerate one layer of ``document`` (a :class:`LayerStack` or a path to any
+        layered or image file) from ``prompt``, leaving every other layer untouched.
+
+        The layer (on the full canvas) goes through the transparent model's img2img path:
+        ``strength`` in (0, 1] is how far it may move; ``mask`` (greyscale, canvas-sized,
+        white = repaint) limits the change to a region, outside which the layer's pixels and
+        alpha stay exactly as they were. Name, opacity, blend mode, group and visibility are
+        kept. Returns a new stack."""
+        stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
+        if not isinstance(stack, LayerStack):
+            raise InvalidInputError("the document must be a LayerStack or a file path")
+        stack = stack.copy()
+        index = stack.index(layer)
+        target = stack.layers[index]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError("the prompt is empty; describe what the layer should show")
+        if get_preset(model).mode != "fg":
+            raise InvalidInputError(f"editing needs a text-to-transparent-layer model; "
+                                    f"{model!r} is a {get_preset(model).mode} model")
+        if not 0.0 < strength <= 1.0:
+            raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
+        steps, _, guidance = _settings(get_preset(model), steps, None, guidance)
+        pipe = self.pipeline(model)
+        if not hasattr(pipe, "transparent_encoder") or pipe.transparent_encoder is None:
+            raise InvalidInputError(f"{model!r} cannot edit transparent layers (it has no "
+                                    "transparent encoder)")
+        alone = target.copy(offset=target.offset, opacity=1.0, blend_mode=BlendMode.NORMAL,
+                            visible=True, group=())
+        canvas = np.asarray(LayerStack(stack.width, stack.height, [alone]).composite())
+        if mask is not None:
+            mask = LayerStack.load(mask).composite() if isinstance(mask, (str, Path)) else mask
+            mask = as_rgba_array(mask, what="the mask")
+            if mask.shape[:2] != canvas.shape[:2]:
+                raise InvalidInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]}, the "
+                                        f"canvas {stack.width}x{stack.height}")
+        import torch
+
+        from layerstudio.pipelines.latent_transparency import LatentTransparencyImg2ImgPipeline
+
+        editor = LatentTransparencyImg2ImgPipeline(**pipe.components)
+        editor.set_progress_bar_config(leave=False)
+        options: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance,
+                                       generator=torch.Generator().manual_seed(int(seed)))
+        if negative_prompt:
+            options["negative_prompt"] = negative_prompt
+        started = time.perf_counter()
+        made = editor(prompt, image=canvas, mask=mask, strength=strength, augment=augment,
+                      **options).images[0]
+        if made.size != stack.size:
+            made = made.resize(stack.size, Image.LANCZOS)
+        info = {"model": model, "prompt": prompt, "seed": int(seed), "steps": steps,
+                "guidance": guidance, "strength": strength, "masked": mask is not None,
+                "seconds": round(time.perf_counter() - started, 3)}
+        edited = target.copy(pixels=np.asarray(made), offset=(0, 0),
+                             provenance={**target.provenance, "edit": info})
+        stack.layers[index] = edited if edited.is_empty else edited.cropped_to_content()
+        return stack
+
+    @staticmethod
+    def _condition(mode: str, background: Any, foreground: Any):
+        """The given layer a conditioned mode needs, as straight RGBA; errors name what is
+        missing or superfluous."""
+        needed = {"bg2fg": "background", "fg2bg": "foreground"}.get(mode)
+        given = {"background": background, "foreground": foreground}
+        for name, value in given.items():
+            if value is not None and name != needed:
+                raise InvalidInputError(
+                    f"mode {mode!r} takes no {name} image" + (
+                        f"; use mode {'bg2fg' if name == 'background' else 'fg2bg'} to "
+                        f"generate around one" if mode == "fg" else ""))
+        if needed is None:
+            return None
+        value = given[needed]
+        if value is None:
+            raise InvalidInputError(f"mode {mode!r} needs a {needed} image "
+                                    f"(--{needed} FILE on the command line)")
+        if isinstance(value, (str, Path)):
+            value = LayerStack.load(value).composite()
+        return as_rgba_array(value, what=f"the {needed} image")

@@ -1,22 +1,30 @@
-"""``layerstudio generate`` and the Studio API, on a tiny random transparent pipeline saved as
-the ``tiny-layerdiffuse`` preset folder, and on the shipped ``tiny-sd``."""
+"""``layerstudio generate`` and the Studio API, on tiny random transparent pipelines saved as
+the ``tiny-layerdiffuse`` preset folders (fg, bg2fg, fg2bg), and on the shipped ``tiny-sd``."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from layerstudio import LayerStack, presets
+from layerstudio import Layer, LayerStack, presets
 from layerstudio.cli import main
+from layerstudio.errors import InvalidInputError
 from layerstudio.studio import Studio
 
 
 @pytest.fixture(scope="module")
-def random_preset(tmp_path_factory):
+def random_presets(tmp_path_factory):
+    """Tiny random pipelines saved as the three LayerDiffuse preset folders."""
     from diffusers import DDIMScheduler
 
-    from layerstudio.pipelines.latent_transparency import LatentTransparencyPipeline
+    from layerstudio.pipelines.latent_transparency import (
+        AttentionSharingAdapter,
+        ConditionedTransparencyPipeline,
+        JointTransparencyPipeline,
+        LatentTransparencyPipeline,
+    )
     from layerstudio.tiny_models import (
         tiny_text_encoder,
         tiny_transparent_decoder,
@@ -29,22 +37,38 @@ def random_preset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-layerdiffuse")
     build_tokenizer_files(folder / "tok", caption_vocabulary())
     tokenizer = load_tokenizer(folder / "tok")
-    torch.manual_seed(0)
     vocab = tokenizer.get_vocab()
-    LatentTransparencyPipeline(
-        vae=tiny_vae(), text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
-                                                       tokenizer.eos_token_id),
-        tokenizer=tokenizer, unet=tiny_unet(), scheduler=DDIMScheduler(clip_sample=False),
-        transparent_decoder=tiny_transparent_decoder(),
-        transparent_encoder=tiny_transparent_encoder()).save_pretrained(folder / "model")
-    return folder / "model"
+    folders = {}
+    for name, mode in (("tiny-layerdiffuse", None), ("tiny-layerdiffuse-bg2fg", "bg2fg"),
+                       ("tiny-layerdiffuse-fg2bg", "fg2bg"),
+                       ("tiny-layerdiffuse-joint", "joint")):
+        torch.manual_seed(0)
+        parts = dict(vae=tiny_vae(), tokenizer=tokenizer,
+                     text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
+                                                    tokenizer.eos_token_id),
+                     scheduler=DDIMScheduler(clip_sample=False),
+                     transparent_decoder=tiny_transparent_decoder(),
+                     transparent_encoder=tiny_transparent_encoder())
+        if mode is None:
+            pipe = LatentTransparencyPipeline(unet=tiny_unet(), **parts)
+        elif mode == "joint":
+            unet = tiny_unet()
+            pipe = JointTransparencyPipeline(
+                unet=unet, attention_sharing=AttentionSharingAdapter.for_unet(unet, rank=4),
+                **parts)
+        else:
+            pipe = ConditionedTransparencyPipeline(unet=tiny_unet(in_channels=8), mode=mode,
+                                                   **parts)
+        pipe.save_pretrained(folder / name)
+        folders[name] = folder / name
+    return folders
 
 
 @pytest.fixture
-def use_random_preset(monkeypatch, random_preset):
+def use_random_preset(monkeypatch, random_presets):
     real = presets.preset_path
-    monkeypatch.setattr(presets, "preset_path", lambda name: random_preset
-                        if name == "tiny-layerdiffuse" else real(name))
+    monkeypatch.setattr(presets, "preset_path",
+                        lambda name: random_presets.get(name) or real(name))
 
 
 def test_generate_writes_a_layered_psd_and_a_preview(use_random_preset, tmp_path, capsys):
@@ -96,15 +120,186 @@ def test_studio_records_provenance(use_random_preset):
     (["x", "--guidance", "-1"], "guidance must be"),
     (["x", "--model", "nope"], "unknown model preset"),
     (["x", "--model", "tiny-sd", "--augment"], "needs a transparent model"),
+    (["x", "--mode", "bg2fg"], "needs a background image"),
+    (["x", "--mode", "fg2bg", "--background", "b.png"], "takes no background"),
+    (["x", "--background", "b.png"], "use mode bg2fg"),
+    (["x", "--mode", "bg2fg", "--model", "tiny-layerdiffuse", "--background", "b.png"],
+     "generates in mode 'fg'"),
+    (["x", "--mode", "bg2fg", "--background", "missing.png"], "missing.png"),
+    (["x", "--mode", "bg2fg", "--background", "b.png", "--stop-at", "1.5"], "stop_at"),
+    (["x", "--foreground-prompt", "y"], "are for mode 'joint'"),
 ])
-def test_generate_rejects_bad_arguments(use_random_preset, tmp_path, capsys, argv, message):
+def test_generate_rejects_bad_arguments(use_random_preset, tmp_path, capsys, monkeypatch,
+                                       argv, message):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (40, 30), "navy").save("b.png")
     out = tmp_path / "x.psd"
     assert main(["generate", *argv, "-o", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
 
+@pytest.mark.parametrize("mode", ["bg2fg", "fg2bg"])
+def test_generate_around_a_given_layer(use_random_preset, tmp_path, capsys, mode):
+    """The conditioned modes take the given layer from any supported file (here a PNG for the
+    background, an ORA for the foreground) and write a two-layer document."""
+    if mode == "bg2fg":
+        given = tmp_path / "beach.png"
+        Image.new("RGB", (96, 80), (240, 210, 120)).save(given)
+        flag = "--background"
+    else:
+        given = tmp_path / "object.ora"
+        sprite = LayerStack(64, 64)
+        pixels = torch.zeros(40, 40, 4, dtype=torch.uint8).numpy()
+        pixels[..., 0], pixels[..., 3] = 220, 255
+        sprite.add(Layer("apple", pixels, offset=(12, 12)))
+        sprite.save(given)
+        flag = "--foreground"
+    out = tmp_path / "scene.psd"
+    assert main(["generate", "an ice cream on a beach", "--mode", mode, flag, str(given),
+                 "-o", str(out), "--steps", "2", "--stop-at", "0.5"]) == 0
+    assert "2 layers" in capsys.readouterr().out
+    stack = LayerStack.load(out)
+    assert [layer.name for layer in stack.layers] == ["background", "foreground"]
+    assert stack.metadata["model"] == f"tiny-layerdiffuse-{mode}"
+    assert stack.metadata["stop_at"] == 0.5
+    background = stack.layers[0].pixels
+    assert (background[..., 3] == 255).all()
+    if mode == "bg2fg":  # the given background, resized to the output, is kept as it was
+        assert (abs(background[..., :3].astype(int) - (240, 210, 120)) <= 1).all()
+    else:  # the given foreground is kept, in place
+        front = stack.layers[1]
+        assert front.offset == (12, 12) and (front.pixels[..., 0] == 220).all()
+
+
+def test_generate_joint_layers_from_text(use_random_preset, tmp_path, capsys):
+    out = tmp_path / "scene.ora"
+    assert main(["generate", "a turtle on a blue to red gradient", "--mode", "joint",
+                 "-o", str(out), "--steps", "2"]) == 0
+    assert "3 layers" in capsys.readouterr().out
+    stack = LayerStack.load(out)
+    assert [layer.name for layer in stack.layers] == ["background", "foreground",
+                                                      "blend (as generated)"]
+    assert [layer.visible for layer in stack.layers] == [True, True, False]
+    assert stack.metadata["foreground_prompt"] == "a turtle"
+    assert stack.metadata["background_prompt"] == "a blue to red gradient"
+    assert main(["generate", "a turtle", "--mode", "joint", "--background-prompt", "grass",
+                 "-o", str(out), "--steps", "1"]) == 0
+    assert LayerStack.load(out).metadata["background_prompt"] == "grass"
+
+
+@pytest.mark.parametrize("prompt, given, expected", [
+    ("a cat on a mat", (None, None), ("a cat", "a mat")),
+    ("a cat on a mat on a floor", (None, None), ("a cat on a mat", "a floor")),
+    ("a cat", (None, None), ("a cat", "")),
+    ("a cat on a mat", ("a dog", None), ("a dog", "a mat")),
+    ("on a mat", (None, "grass"), ("on a mat", "grass")),
+])
+def test_layer_prompts_split_x_on_y(prompt, given, expected):
+    from layerstudio.studio import layer_prompts
+
+    assert layer_prompts(prompt, *given) == expected
+
+
 def test_generate_with_an_rgb_model_gives_one_opaque_layer(tmp_path):
     stack = Studio(device="cpu").generate("a cat face", model="tiny-sd", steps=4)
     assert len(stack) == 1 and stack.layers[0].kind == "background"
     assert (stack.layers[0].pixels[..., 3] == 255).all()
+
+
+def _poster() -> LayerStack:
+    from layerstudio.blend import BlendMode
+
+    stack = LayerStack(64, 64)
+    sky = np.zeros((64, 64, 4), np.uint8)
+    sky[...] = (120, 180, 240, 255)
+    stack.add(Layer("sky", sky, kind="background"))
+    square = np.zeros((30, 30, 4), np.uint8)
+    square[...] = (220, 40, 40, 255)
+    stack.add(Layer("square", square, offset=(20, 18), opacity=0.7,
+                    blend_mode=BlendMode.MULTIPLY, group=("Things",)))
+    dot = np.zeros((6, 6, 4), np.uint8)
+    dot[...] = (0, 0, 0, 255)
+    stack.add(Layer("dot", dot, offset=(2, 2)))
+    return stack
+
+
+def _on_canvas(stack: LayerStack, layer: Layer) -> np.ndarray:
+    alone = layer.copy(opacity=1.0, blend_mode="normal", group=(), visible=True)
+    return np.asarray(LayerStack(stack.width, stack.height, [alone]).composite())
+
+
+def test_edit_layer_changes_one_layer_inside_the_mask(use_random_preset, tmp_path, capsys):
+    poster = _poster()
+    path = tmp_path / "poster.psd"
+    poster.save(path)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :32] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "edited.psd"
+    assert main(["edit", str(path), "a blue square", "--layer", "square", "--mask",
+                 str(tmp_path / "mask.png"), "--strength", "0.8", "--steps", "3",
+                 "-o", str(out)]) == 0
+    assert "layer 'square' regenerated" in capsys.readouterr().out
+    edited = LayerStack.load(out)
+    before, after = poster["square"], edited["square"]
+    assert after.opacity == pytest.approx(before.opacity, abs=1 / 255)  # PSD: 8-bit opacity
+    assert (after.blend_mode, after.group) == (before.blend_mode, before.group)
+    assert after.provenance["edit"]["prompt"] == "a blue square"
+    for name in ("sky", "dot"):  # the other layers are untouched
+        assert np.array_equal(edited[name].pixels, poster[name].pixels)
+        assert edited[name].offset == poster[name].offset
+    old, new = _on_canvas(poster, before), _on_canvas(edited, after)
+    assert np.array_equal(new[:, 40:], old[:, 40:])  # outside the mask: exactly as before
+    assert not np.array_equal(new[:, :28], old[:, :28])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layer": "nope"}, "no layer named"),
+    ({"strength": 0.0}, "strength"),
+    ({"mask": np.zeros((10, 10), np.uint8)}, "the mask is 10x10"),
+    ({"model": "tiny-layerdiffuse-bg2fg"}, "bg2fg model"),
+    ({"prompt": " "}, "prompt is empty"),
+])
+def test_edit_layer_rejects_bad_input(use_random_preset, kwargs, message):
+    options = {"layer": "square", "prompt": "a cat", **kwargs}
+    with pytest.raises(InvalidInputError, match=message):
+        Studio(device="cpu").edit_layer(_poster(), options.pop("layer"), options.pop("prompt"),
+                                        steps=1, **options)
+
+
+def test_ship_stores_shared_components_once(random_presets, tmp_path, monkeypatch):
+    """A run whose VAE, tokenizer and transparent codec are copies of tiny-layerdiffuse's
+    ships only its own parts; loading puts the pipeline back together, same outputs."""
+    import json
+    import shutil
+
+    from layerstudio.train.ship import ship
+
+    run = tmp_path / "run"
+    shutil.copytree(random_presets["tiny-layerdiffuse-bg2fg"], run)
+    for part in ("vae", "tokenizer", "transparent_encoder", "transparent_decoder"):
+        shutil.rmtree(run / part)
+        shutil.copytree(random_presets["tiny-layerdiffuse"] / part, run / part)
+    folders = {"tiny-layerdiffuse": random_presets["tiny-layerdiffuse"],
+               "tiny-layerdiffuse-bg2fg": tmp_path / "shipped" / "bg2fg"}
+    real = presets.preset_path
+    monkeypatch.setattr(presets, "preset_path", lambda name: folders.get(name) or real(name))
+    shared = ship(run, "tiny-layerdiffuse-bg2fg")
+    assert {"vae", "tokenizer", "transparent_encoder", "transparent_decoder"} <= set(shared)
+    assert set(shared.values()) == {"tiny-layerdiffuse"} and "unet" not in shared
+    target = folders["tiny-layerdiffuse-bg2fg"]
+    assert not (target / "vae").exists() and (target / "unet").is_dir()
+    assert json.loads((target / "shared.json").read_text()) == shared
+    from layerstudio.pipelines.latent_transparency import ConditionedTransparencyPipeline
+
+    def run_once(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe("a cat", condition=np.full((64, 64, 3), 90, np.uint8), output_type="np",
+                    num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+
+    shipped = presets.load_preset("tiny-layerdiffuse-bg2fg")
+    direct = ConditionedTransparencyPipeline.from_pretrained(run, dtype=torch.float32)
+    assert np.allclose(run_once(shipped), run_once(direct))
+    with pytest.raises(InvalidInputError, match="no trained pipeline"):
+        ship(tmp_path, "tiny-layerdiffuse-bg2fg")

@@ -253,6 +253,20 @@ def test_transparent_training_smoke_run(tmp_path):
     assert (conditioned / "samples" / "bg2fg-000002.png").is_file()
     pipe = ConditionedTransparencyPipeline.from_pretrained(conditioned, local_files_only=True)
     assert pipe.config.mode == "bg2fg" and pipe.unet.config.in_channels == 8
+    # the joint model: an attention-sharing adapter on a frozen U-Net (here the run's own)
+    from layerstudio.pipelines.latent_transparency import JointTransparencyPipeline
+
+    joint = tmp_path / "joint"
+    recipe.write_text('name = "joint-smoke"\nseed = 0\n' + stage.format(
+        name="joint", task="joint_unet").replace(
+        "pool = 8", f'pool = 8, rank = 4, base = "{out}", unet_base = "{out}"'))
+    assert main(["train", str(recipe), "--output", str(joint)]) == 0
+    assert (joint / "samples" / "joint-000002.png").is_file()
+    pipe = JointTransparencyPipeline.from_pretrained(joint, local_files_only=True)
+    assert pipe.attention_sharing.config.rank == 4
+    frozen = LatentTransparencyPipeline.from_pretrained(out, local_files_only=True).unet
+    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(),
+                                                  frozen.state_dict().values(), strict=True))
 
 
 @pytest.mark.parametrize("mode", ["bg2fg", "fg2bg"])

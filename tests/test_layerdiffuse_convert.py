@@ -204,3 +204,22 @@ def test_a_release_assembles_offline_from_local_folders(tmp_path, monkeypatch):
     out = pipe("a red apple", num_inference_steps=2, height=64, width=64,
                generator=torch.Generator().manual_seed(0))
     assert out.images[0].mode == "RGBA"
+    # the joint release: an attention-sharing file (keys hookers.layers.N...) on the same base
+    from layerstudio.pipelines.latent_transparency import (
+        AttentionSharingAdapter,
+        JointTransparencyPipeline,
+    )
+
+    made = AttentionSharingAdapter.for_unet(unet, frames=3, rank=6)
+    save_file({f"hookers.{k}": v for k, v in made.state_dict().items()},
+              patches / "layer_sd15_joint.safetensors")
+    monkeypatch.setitem(released.RELEASES, "sd15-joint", dataclasses.replace(
+        released.RELEASES["sd15-joint"], base=str(tmp_path / "base"),
+        model_config={"decoder": config}))
+    joint = released.load_sd15_joint(str(patches), dtype=torch.float32)
+    assert isinstance(joint, JointTransparencyPipeline)
+    assert joint.attention_sharing.config.rank == 6  # read from the file
+    save_file({"hookers.layers.0.to_q_lora.0.down.weight": torch.zeros(6, 3)},
+              patches / "layer_sd15_joint.safetensors")
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        released.load_sd15_joint(str(patches), dtype=torch.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .joint import JointUNetTask
 from .tasks import DiTTextToImageTask, JudgeTask, Task, TextToImageTask, VaeTask
 from .transparency import ConditionedUNetTask, TransparentUNetTask, TransparentVaeTask
 
@@ -15,4 +16,5 @@ TASKS: dict[str, type[Task]] = {
     "transparent_vae": TransparentVaeTask,
     "transparent_unet": TransparentUNetTask,
     "conditioned_unet": ConditionedUNetTask,
+    "joint_unet": JointUNetTask,
 }

@@ -180,19 +180,20 @@ class TransparentUNetTask(TextToImageTask):
 # --- layer-conditioned modes --------------------------------------------------------------------
 
 def pair_batch(seed: int, step: int, batch_size: int, pool: int | None = None,
-               size: int = IMAGE_SIZE) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+               size: int = IMAGE_SIZE
+               ) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[tuple[str, str]]]:
     """``objects`` scenes with one object: (foreground RGBA on the canvas, background RGBA,
-    caption "OBJECT on BACKGROUND")."""
-    foregrounds, backgrounds, captions = [], [], []
+    caption "OBJECT on BACKGROUND", (object caption, background caption))."""
+    foregrounds, backgrounds, captions, parts = [], [], [], []
     for i in range(batch_size):
         sample = generate("objects", step * batch_size + i, seed=seed, size=size,
                           min_objects=1, max_objects=1, pool=pool)
-        stack = sample.stack
-        backgrounds.append(np.asarray(stack.layers[0].to_pil()))
-        alone = LayerStack(size, size, [stack.layers[1]])
-        foregrounds.append(np.asarray(alone.composite()))
+        background, thing = sample.stack.layers
+        backgrounds.append(np.asarray(background.to_pil()))
+        foregrounds.append(np.asarray(LayerStack(size, size, [thing]).composite()))
         captions.append(sample.caption)
-    return foregrounds, backgrounds, captions
+        parts.append((thing.provenance["caption"], background.provenance["caption"]))
+    return foregrounds, backgrounds, captions, parts
 
 
 class ConditionedUNetTask(TransparentUNetTask):
@@ -219,8 +220,8 @@ class ConditionedUNetTask(TransparentUNetTask):
         return module
 
     def batch(self, step: int):
-        fg, bg, captions = pair_batch(self.options.get("seed", 0), step, self.stage.batch_size,
-                                      pool=self.options.get("pool"))
+        fg, bg, captions, _ = pair_batch(self.options.get("seed", 0), step,
+                                         self.stage.batch_size, pool=self.options.get("pool"))
         fg_rgba, fg_padded = rgba_tensors(fg)
         bg_rgb = torch.from_numpy(np.stack(bg)[..., :3]).permute(0, 3, 1, 2).float() / 127.5 - 1
         keep = torch.from_numpy(np.random.default_rng([step, 5]).random(len(fg)) >= 0.1)
@@ -265,7 +266,7 @@ class ConditionedUNetTask(TransparentUNetTask):
     def sample_grid(self, module, path):
         pipe = self.pipeline(module)
         pipe.set_progress_bar_config(disable=True)
-        fg, bg, captions = pair_batch(54321, 0, 8, pool=self.options.get("pool"))
+        fg, bg, captions, _ = pair_batch(54321, 0, 8, pool=self.options.get("pool"))
         previews = []
         for foreground, background, caption in zip(fg, bg, captions, strict=True):
             condition = background if self.mode == "bg2fg" else foreground

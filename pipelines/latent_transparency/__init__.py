@@ -7,8 +7,15 @@ frozen base VAE plus an offset, written by :class:`TransparentVAEEncoder`, that 
 ``docs/latent_transparency.md``.
 """
 
+from .attention_sharing import (
+    AttentionSharingAdapter,
+    load_released_attention_sharing,
+    sharing_targets,
+)
 from .codec import decode_rgba, encode_rgba, premultiplied_on_grey, rgba_tensors
 from .conditioned import ConditionedTransparencyPipeline
+from .img2img import LatentTransparencyImg2ImgPipeline
+from .joint import JointTransparencyPipeline
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .padding import pad_rgb
 from .pipeline import (
@@ -18,7 +25,22 @@ from .pipeline import (
                        rgba_to_stack,
 )
 
-__all__ = ["ConditionedTransparencyPipeline", "LatentTransparencyPipeline",
-           "LatentTransparencyXLPipeline", "TransparentPipelineOutput", "TransparentVAEDecoder",
-           "TransparentVAEEncoder", "decode_rgba", "encode_rgba", "pad_rgb",
-           "premultiplied_on_grey", "rgba_tensors", "rgba_to_stack"]
+__all__ = [
+    "AttentionSharingAdapter",
+    "ConditionedTransparencyPipeline",
+    "JointTransparencyPipeline",
+    "LatentTransparencyImg2ImgPipeline",
+    "LatentTransparencyPipeline",
+    "LatentTransparencyXLPipeline",
+    "TransparentPipelineOutput",
+    "TransparentVAEDecoder",
+    "TransparentVAEEncoder",
+    "decode_rgba",
+    "encode_rgba",
+    "load_released_attention_sharing",
+    "pad_rgb",
+    "premultiplied_on_grey",
+    "rgba_tensors",
+    "rgba_to_stack",
+    "sharing_targets",
+]

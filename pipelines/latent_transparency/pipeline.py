@@ -60,14 +60,16 @@ class _TransparentDecodeMixin:
         return [p for p in prompts for _ in range(per)]
 
     @torch.no_grad()
-    def _transparent_outputs(self, latents: torch.Tensor, prompt, output_type: str,
-                             augment: bool, extra: dict[str, Any]
-                             ) -> TransparentPipelineOutput:
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+    def _decoded(self, latents: torch.Tensor, augment: bool) -> np.ndarray:
+        """Scaled latents -> straight RGBA, (B, H, W, 4) float in [0, 1]."""
         unscaled = latents / self.vae.config.scaling_factor
         rgba = decode_rgba(self.vae, self.transparent_decoder, unscaled, augment=augment)
-        array = rgba.permute(0, 2, 3, 1).cpu().numpy()
+        return rgba.permute(0, 2, 3, 1).cpu().numpy()
+
+    def _packaged(self, array: np.ndarray, prompt, output_type: str, extra: dict[str, Any]
+                  ) -> TransparentPipelineOutput:
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
         as_uint8 = np.rint(array * 255).clip(0, 255).astype(np.uint8)
         stacks = [rgba_to_stack(image, "foreground",
                                 {"pipeline": type(self).__name__, "prompt": text, **extra})
@@ -79,12 +81,14 @@ class _TransparentDecodeMixin:
 
     def _run(self, parent_call, prompt, output_type: str, augment: bool, return_dict: bool,
              kwargs: dict[str, Any]):
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
         for name in ("output_type", "return_dict"):
             kwargs.pop(name, None)
         latents = parent_call(self, prompt=prompt, output_type="latent", **kwargs).images
         extra = {key: kwargs[key] for key in ("num_inference_steps", "guidance_scale")
                  if key in kwargs}
-        result = self._transparent_outputs(latents, prompt, output_type, augment, extra)
+        result = self._packaged(self._decoded(latents, augment), prompt, output_type, extra)
         self.maybe_free_model_hooks()
         return result if return_dict else (result.images, result.layers)
 

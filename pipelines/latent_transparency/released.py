@@ -5,7 +5,8 @@ folder), never the network.
 SDXL: ``stabilityai/stable-diffusion-xl-base-1.0`` + ``layer_xl_transparent_attn`` (rank-256
 attention LoRA, Forge format) + ``vae_transparent_decoder`` / ``vae_transparent_encoder``.
 SD 1.5: ``stable-diffusion-v1-5/stable-diffusion-v1-5`` + ``layer_sd15_transparent_attn`` +
-``layer_sd15_vae_transparent_decoder``.
+``layer_sd15_vae_transparent_decoder``. SD 1.5 joint (foreground + background + blend): the
+same base + ``layer_sd15_joint`` (an attention-sharing adapter) + the SD 1.5 decoder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from layerstudio.errors import InvalidInputError
 from .convert import load_unet_patch
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 
-__all__ = ["RELEASES", "Release", "load_released", "load_sd15", "load_sdxl"]
+__all__ = ["RELEASES", "Release", "load_released", "load_sd15", "load_sd15_joint", "load_sdxl"]
 
 PATCH_REPO = "LayerDiffusion/layerdiffusion-v1"
 
@@ -33,6 +34,8 @@ class Release:
     decoder: str
     encoder: str | None
     xl: bool
+    joint: bool = False
+    """The patch is an attention-sharing adapter (three frames), not a U-Net delta."""
     model_config: dict[str, Any] = field(default_factory=dict)
     """Config overrides of the decoder/encoder; empty: the released sizes (the defaults)."""
 
@@ -45,6 +48,10 @@ RELEASES = {
     "sd15": Release("stable-diffusion-v1-5/stable-diffusion-v1-5",
                     "layer_sd15_transparent_attn.safetensors",
                     "layer_sd15_vae_transparent_decoder.safetensors", None, xl=False),
+    "sd15-joint": Release("stable-diffusion-v1-5/stable-diffusion-v1-5",
+                          "layer_sd15_joint.safetensors",
+                          "layer_sd15_vae_transparent_decoder.safetensors", None, xl=False,
+                          joint=True),
 }
 
 
@@ -80,8 +87,8 @@ def _state(path: Path, model: torch.nn.Module) -> torch.nn.Module:
 
 def load_released(kind: str, patches: str = PATCH_REPO, base: str | None = None,
                   dtype: torch.dtype = torch.float16, **kwargs: Any):
-    """The transparent pipeline of release ``kind`` ("sdxl" or "sd15"). ``patches`` and
-    ``base`` may be repo ids (read from the local cache) or local folders."""
+    """The transparent pipeline of release ``kind`` ("sdxl", "sd15" or "sd15-joint").
+    ``patches`` and ``base`` may be repo ids (read from the local cache) or local folders."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from .pipeline import LatentTransparencyPipeline, LatentTransparencyXLPipeline
@@ -98,8 +105,13 @@ def load_released(kind: str, patches: str = PATCH_REPO, base: str | None = None,
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"the base model {base!r} is not available offline "
                                 f"({type(exc).__name__}); download it first") from None
-    load_unet_patch(components["unet"], _file(patches, release.unet_patch))
     config = release.model_config
+    if release.joint:
+        return _joint(components, _file(patches, release.unet_patch),
+                      _state(_file(patches, release.decoder),
+                             TransparentVAEDecoder(**config.get("decoder", {}))).to(dtype),
+                      dtype)
+    load_unet_patch(components["unet"], _file(patches, release.unet_patch))
     decoder = _state(_file(patches, release.decoder),
                      TransparentVAEDecoder(**config.get("decoder", {}))).to(dtype)
     encoder = None
@@ -110,6 +122,28 @@ def load_released(kind: str, patches: str = PATCH_REPO, base: str | None = None,
     return cls(**components, transparent_decoder=decoder, transparent_encoder=encoder)
 
 
+def _joint(components: dict[str, Any], path: Path, decoder: TransparentVAEDecoder,
+           dtype: torch.dtype):
+    """A joint pipeline: the base untouched, the adapter sized from the file (rank)."""
+    from safetensors.torch import load_file
+
+    from .attention_sharing import AttentionSharingAdapter, load_released_attention_sharing
+    from .joint import JointTransparencyPipeline
+
+    state = load_file(str(path))
+    probe = "hookers.layers.0.to_q_lora.0.down.weight"
+    if probe not in state:
+        raise InvalidInputError(f"{path.name} is not an attention-sharing file (no {probe})")
+    adapter = AttentionSharingAdapter.for_unet(components["unet"], frames=3,
+                                               rank=state[probe].shape[0])
+    try:
+        load_released_attention_sharing(adapter, state)
+    except ValueError as exc:
+        raise InvalidInputError(f"{path.name}: {exc}") from None
+    return JointTransparencyPipeline(**components, transparent_decoder=decoder,
+                                     attention_sharing=adapter.to(dtype))
+
+
 def load_sdxl(patches: str = PATCH_REPO, **kwargs: Any):
     """Preset ``sdxl-layerdiffuse``: :func:`load_released` for SDXL."""
     return load_released("sdxl", patches, **kwargs)
@@ -118,3 +152,8 @@ def load_sdxl(patches: str = PATCH_REPO, **kwargs: Any):
 def load_sd15(patches: str = PATCH_REPO, **kwargs: Any):
     """Preset ``sd15-layerdiffuse``: :func:`load_released` for SD 1.5."""
     return load_released("sd15", patches, **kwargs)
+
+
+def load_sd15_joint(patches: str = PATCH_REPO, **kwargs: Any):
+    """Preset ``sd15-layerdiffuse-joint``: :func:`load_released` for the SD 1.5 joint model."""
+    return load_released("sd15-joint", patches, **kwargs)

@@ -1,0 +1,85 @@
+"""Shipping a trained run as a preset inside the package, each set of weights stored once.
+
+A run folder is a complete diffusers pipeline, but several of its components are often exact
+copies of another shipped preset's (the frozen VAE and tokenizer, a frozen U-Net). ``ship``
+copies only what is new and records the rest in ``shared.json``, which
+``layerstudio.presets.load_preset`` reads back.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+from .. import presets
+from ..errors import InvalidInputError
+from ..presets import PRESETS, SHARED_FILE, get_preset, is_available
+
+__all__ = ["ship"]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same bytes; for JSON configs, the same content apart from ``_name_or_path`` (where
+    the folder was saved from, which diffusers records)."""
+    if a.suffix == ".json":
+        def content(path: Path):
+            data = json.loads(path.read_text())
+            return {k: v for k, v in data.items() if k != "_name_or_path"} \
+                if isinstance(data, dict) else data
+        return content(a) == content(b)
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two folders hold the same files with the same weights and settings."""
+    names = sorted(p.name for p in a.iterdir() if p.is_file())
+    if names != sorted(p.name for p in b.iterdir() if p.is_file()):
+        return False
+    return all(_same_file(a / name, b / name) for name in names)
+
+
+def _borrowed(name: str) -> dict[str, str]:
+    """The ``shared.json`` of a shipped preset: part -> preset it is taken from."""
+    path = presets.preset_path(name) / SHARED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def ship(run: str | Path, preset: str) -> dict[str, str]:
+    """Install the pipeline in ``run`` as shipped preset ``preset`` (replacing what is there,
+    atomically); returns the components taken from other presets."""
+    run, info = Path(run), get_preset(preset)
+    if not info.shipped:
+        raise InvalidInputError(f"{preset!r} is not a shipped preset")
+    if not (run / "model_index.json").is_file():
+        raise InvalidInputError(f"{run} holds no trained pipeline (no model_index.json)")
+    index = json.loads((run / "model_index.json").read_text())
+    parts = [name for name, value in index.items()
+             if not name.startswith("_") and isinstance(value, list) and value[0] is not None]
+    target = presets.preset_path(preset)
+    staging = target.with_name(target.name + ".shipping")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    # share only from presets listed before this one (its bases), and never drop a part a
+    # later preset borrows from this one, so re-shipping cannot break another preset
+    names = list(PRESETS)
+    earlier = [n for n in names[:names.index(preset)] if PRESETS[n].shipped
+               and is_available(PRESETS[n])]
+    lent = {part for other in names if other != preset
+            for part, source in _borrowed(other).items() if source == preset}
+    shared = {}
+    for part in parts:
+        source = None if part in lent else next(
+            (other for other in earlier if (presets.preset_path(other) / part).is_dir()
+             and _same_folder(run / part, presets.preset_path(other) / part)), None)
+        if source:
+            shared[part] = source
+        else:
+            shutil.copytree(run / part, staging / part)
+    shutil.copy2(run / "model_index.json", staging / "model_index.json")
+    if shared:
+        (staging / SHARED_FILE).write_text(json.dumps(shared, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return shared
