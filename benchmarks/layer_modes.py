@@ -4,7 +4,8 @@ On unseen one-object scenes (objects of the models' 128-emoji vocabulary, new ba
 
 - ``bg2fg``: a foreground for a given background. Native: ``tiny-layerdiffuse-bg2fg``.
   Baseline: ``tiny-layerdiffuse`` from the object's prompt alone (blind to the background).
-  Score: tiny-judge top-1/top-5 of the foreground composited over that background.
+  Score: tiny-judge top-1/top-5 of the foreground composited over that background, cropped
+  to the foreground and rescaled (so object size does not decide).
 - ``fg2bg``: a background behind a given foreground. Native: ``tiny-layerdiffuse-fg2bg``.
   Baseline: ``tiny-sd`` from the background's prompt alone (blind to the foreground). Score:
   judge top-1 of the given object over the generated background (a background made for the
@@ -45,6 +46,25 @@ def _judge(judge, images: list[np.ndarray], captions: list[str]) -> dict:
             "judge_top5": round(judge.accuracy(batch, captions, 5), 4)}
 
 
+def _object_view(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The layer over the background, cropped to the layer's visible box (plus a margin) and
+    resized back to SIZE: the judge then reads the object at one scale, whatever its size in
+    the picture (scene objects are small, text-only ones fill the frame)."""
+    from PIL import Image
+
+    picture = over(rgba, background[..., :3])
+    ys, xs = np.nonzero(rgba[..., 3] > 32)
+    if len(ys) == 0:
+        return picture
+    side = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+    side = min(max(int(side * 1.25), 16), SIZE)
+    cy, cx = (ys.max() + ys.min()) // 2, (xs.max() + xs.min()) // 2
+    top = int(np.clip(cy - side // 2, 0, SIZE - side))
+    left = int(np.clip(cx - side // 2, 0, SIZE - side))
+    crop = picture[top:top + side, left:left + side]
+    return np.asarray(Image.fromarray(crop).resize((SIZE, SIZE), Image.BICUBIC))
+
+
 def _rgba(images) -> list[np.ndarray]:
     return [np.asarray(image.convert("RGBA")) for image in images]
 
@@ -66,10 +86,10 @@ def bg2fg(judge, scenes, n: int) -> dict:
     blind = load_preset("tiny-layerdiffuse")
     blind.set_progress_bar_config(disable=True)
     alone = _rgba(blind(things, **_seeded()).images)
-    report = {"native": {**_judge(judge, [over(f, b[..., :3]) for f, b in
+    report = {"native": {**_judge(judge, [_object_view(f, b) for f, b in
                                           zip(made, backgrounds, strict=True)], things),
                          "seconds_per_image": round(seconds / n, 4)},
-              "text_only": _judge(judge, [over(f, b[..., :3]) for f, b in
+              "text_only": _judge(judge, [_object_view(f, b) for f, b in
                                           zip(alone, backgrounds, strict=True)], things)}
     report["ratio_top1"] = _ratio(report["native"]["judge_top1"],
                                   report["text_only"]["judge_top1"])

@@ -200,6 +200,19 @@ byte-for-byte another shipped preset's (a frozen VAE, a tokenizer, a frozen U-Ne
 package ships each set of weights once."""
 
 
+def component_folder(name: str, part: str) -> Path:
+    """Where a shipped preset's component ``part`` lives: its own folder, or the preset its
+    ``shared.json`` takes it from."""
+    import json
+
+    folder = preset_path(name)
+    if not (folder / part).is_dir() and (folder / SHARED_FILE).is_file():
+        other = json.loads((folder / SHARED_FILE).read_text()).get(part)
+        if other:
+            return preset_path(get_preset(other).name) / part
+    return folder / part
+
+
 def shared_components(name: str, dtype) -> dict[str, Any]:
     """The components a shipped preset takes from other shipped presets, loaded with the
     classes its ``model_index.json`` names."""
@@ -210,10 +223,10 @@ def shared_components(name: str, dtype) -> dict[str, Any]:
         return {}
     index = json.loads((folder / "model_index.json").read_text())
     loaded = {}
-    for part, other in json.loads((folder / SHARED_FILE).read_text()).items():
+    for part in json.loads((folder / SHARED_FILE).read_text()):
         library, class_name = index[part]
         component = getattr(importlib.import_module(library), class_name)
-        source = preset_path(get_preset(other).name) / part
+        source = component_folder(name, part)
         import torch
 
         options = {"dtype": dtype} if issubclass(component, torch.nn.Module) else {}

@@ -44,3 +44,17 @@ def test_transparency_benchmark_compares_native_with_matting():
     for part in (gen["native"], gen["matting"]):
         assert part["seconds_per_image"] > 0
         assert 0 <= part["judge_top1_recomposed"] <= part["judge_top5_recomposed"] <= 1
+
+
+def test_layer_modes_benchmark_reports_each_mode_against_its_baseline():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "layer_modes.py"), "-n",
+                          "2"], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    for mode, baseline in (("bg2fg", "text_only"), ("fg2bg", "text_only"),
+                           ("joint", "independent")):
+        assert set(report[mode]) >= {"native", baseline}
+        for part in (report[mode]["native"], report[mode][baseline]):
+            assert 0 <= part["judge_top1"] <= part["judge_top5"] <= 1
+    joint = report["joint"]
+    assert 0 <= joint["native"]["recomposition_error"] <= 1
+    assert joint["native"]["seconds_per_picture"] > 0

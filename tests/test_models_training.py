@@ -230,3 +230,23 @@ def test_training_can_start_from_the_shipped_tiny_sd(tmp_path):
     deltas = [(a - b).abs().max().item() for a, b in
               zip(before.parameters(), after.parameters(), strict=True)]
     assert max(deltas) < 0.05
+
+
+def test_shipped_presets_share_components_through_shared_json():
+    """Shipped weights are stored once: a preset's borrowed parts resolve to the preset that
+    holds them, and every shipped preset still loads as a whole pipeline."""
+    from layerstudio.presets import component_folder, is_available, load_preset, preset_path
+
+    for name, preset in PRESETS.items():
+        if not (preset.shipped and is_available(preset)) or name == "tiny-judge":
+            continue
+        pipe = load_preset(name)
+        for part, value in pipe.config.items():
+            if isinstance(value, (list, tuple)) and value[0] is not None and \
+                    not part.startswith("_"):
+                assert component_folder(name, part).is_dir(), (name, part)
+                assert getattr(pipe, part) is not None
+    if is_available(PRESETS["tiny-layerdiffuse-bg2fg"]):
+        assert component_folder("tiny-layerdiffuse-bg2fg", "vae") == preset_path("tiny-sd") / "vae"
+        assert component_folder("tiny-layerdiffuse-bg2fg", "unet") == \
+            preset_path("tiny-layerdiffuse-bg2fg") / "unet"

@@ -384,14 +384,14 @@ def adopt_base(options: dict[str, Any], output: Path,
     ``tiny-sd``), after copying its frozen ``parts`` into ``output``."""
     import shutil
 
-    from ..presets import PRESETS, preset_path
+    from ..presets import PRESETS, component_folder, preset_path
 
-    base = Path(options.get("base", "tiny-sd"))
-    if str(base) in PRESETS:
-        base = preset_path(str(base))
+    name = str(options.get("base", "tiny-sd"))
+    base = preset_path(name) if name in PRESETS else Path(name)
     for part in parts:
         if not (Path(output) / part).is_dir():
-            shutil.copytree(base / part, Path(output) / part)
+            source = component_folder(name, part) if name in PRESETS else base / part
+            shutil.copytree(source, Path(output) / part)
     return base
 
 
