@@ -213,10 +213,12 @@ def component_folder(name: str, part: str) -> Path:
     return folder / part
 
 
-def shared_components(name: str, dtype) -> dict[str, Any]:
+def shared_components(name: str, dtype, skip: Any = ()) -> dict[str, Any]:
     """The components a shipped preset takes from other shipped presets, loaded with the
-    classes its ``model_index.json`` names."""
+    classes its ``model_index.json`` names (except those in ``skip``: the caller has them)."""
     import json
+
+    import torch
 
     folder = preset_path(name)
     if not (folder / SHARED_FILE).is_file():
@@ -224,11 +226,11 @@ def shared_components(name: str, dtype) -> dict[str, Any]:
     index = json.loads((folder / "model_index.json").read_text())
     loaded = {}
     for part in json.loads((folder / SHARED_FILE).read_text()):
+        if part in skip:
+            continue
         library, class_name = index[part]
         component = getattr(importlib.import_module(library), class_name)
         source = component_folder(name, part)
-        import torch
-
         options = {"dtype": dtype} if issubclass(component, torch.nn.Module) else {}
         loaded[part] = component.from_pretrained(str(source), local_files_only=True, **options)
     return loaded
@@ -249,8 +251,7 @@ def load_preset(name: str, **kwargs: Any):
         import torch
 
         kwargs.setdefault("dtype", torch.float32)
-        shared = {part: component for part, component in shared_components(
-            name, kwargs["dtype"]).items() if part not in kwargs}
+        shared = shared_components(name, kwargs["dtype"], skip=kwargs)
         return cls.from_pretrained(str(path), local_files_only=True, **shared, **kwargs)
     try:
         if not hasattr(cls, "from_pretrained"):  # an assembling function (base + patches)

@@ -56,6 +56,14 @@ def _settings(preset, steps: int | None, size: int | None, guidance: float | Non
     return steps, size, guidance
 
 
+def _pixels(value: Any, what: str) -> np.ndarray:
+    """A given image as straight RGBA: a path to any image or layered file (its composite),
+    a PIL image or an array."""
+    if isinstance(value, (str, Path)):
+        value = LayerStack.load(value).composite()
+    return as_rgba_array(value, what=what)
+
+
 def layer_prompts(prompt: str, foreground: str | None, background: str | None
                   ) -> tuple[str, str]:
     """The foreground and background prompts of a joint generation: as given, else split
@@ -175,22 +183,21 @@ class Studio:
         target = stack.layers[index]
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError("the prompt is empty; describe what the layer should show")
-        if get_preset(model).mode != "fg":
+        preset = get_preset(model)
+        if preset.mode != "fg":
             raise InvalidInputError(f"editing needs a text-to-transparent-layer model; "
-                                    f"{model!r} is a {get_preset(model).mode} model")
+                                    f"{model!r} is a {preset.mode} model")
         if not 0.0 < strength <= 1.0:
             raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
-        steps, _, guidance = _settings(get_preset(model), steps, None, guidance)
+        steps, _, guidance = _settings(preset, steps, None, guidance)
         pipe = self.pipeline(model)
         if not hasattr(pipe, "transparent_encoder") or pipe.transparent_encoder is None:
             raise InvalidInputError(f"{model!r} cannot edit transparent layers (it has no "
                                     "transparent encoder)")
-        alone = target.copy(offset=target.offset, opacity=1.0, blend_mode=BlendMode.NORMAL,
-                            visible=True, group=())
+        alone = target.copy(opacity=1.0, blend_mode=BlendMode.NORMAL, visible=True, group=())
         canvas = np.asarray(LayerStack(stack.width, stack.height, [alone]).composite())
         if mask is not None:
-            mask = LayerStack.load(mask).composite() if isinstance(mask, (str, Path)) else mask
-            mask = as_rgba_array(mask, what="the mask")
+            mask = _pixels(mask, "the mask")
             if mask.shape[:2] != canvas.shape[:2]:
                 raise InvalidInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]}, the "
                                         f"canvas {stack.width}x{stack.height}")
@@ -235,6 +242,4 @@ class Studio:
         if value is None:
             raise InvalidInputError(f"mode {mode!r} needs a {needed} image "
                                     f"(--{needed} FILE on the command line)")
-        if isinstance(value, (str, Path)):
-            value = LayerStack.load(value).composite()
-        return as_rgba_array(value, what=f"the {needed} image")
+        return _pixels(value, f"the {needed} image")

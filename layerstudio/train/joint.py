@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,9 +22,11 @@ from layerstudio.pipelines.latent_transparency import (
     TransparentVAEDecoder,
     TransparentVAEEncoder,
     encode_rgba,
+    rgb_tensors,
     rgba_tensors,
 )
 
+from ..eval.transparency import over
 from ..imaging import over_checkerboard
 from ..tiny_models import IMAGE_SIZE
 from .recipe import Stage
@@ -33,11 +34,6 @@ from .tasks import TextToImageTask, _grid, adopt_base
 from .transparency import pair_batch
 
 __all__ = ["JointUNetTask"]
-
-
-def _rgb_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """RGB(A) uint8 arrays -> (B, 3, H, W) in [-1, 1] (alpha ignored: these are opaque)."""
-    return torch.from_numpy(np.stack(images)[..., :3]).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 class JointUNetTask(TextToImageTask):
@@ -78,10 +74,10 @@ class JointUNetTask(TextToImageTask):
         fg, bg, blend_captions, parts = pair_batch(self.options.get("seed", 0), step,
                                                    self.stage.batch_size,
                                                    pool=self.options.get("pool"))
-        blends = [_blend(f, b) for f, b in zip(fg, bg, strict=True)]
+        blends = [over(f, b) for f, b in zip(fg, bg, strict=True)]
         captions = [text for (thing, ground), blend in zip(parts, blend_captions, strict=True)
                     for text in (thing, ground, blend)]  # (b f) order
-        return (*rgba_tensors(fg), _rgb_tensor(bg), _rgb_tensor(blends)), \
+        return (*rgba_tensors(fg), rgb_tensors(bg), rgb_tensors(blends)), \
             self.caption_ids(captions, step)
 
     @torch.no_grad()
@@ -133,9 +129,3 @@ class JointUNetTask(TextToImageTask):
             labels += [thing, ground, captions[i]]
         _grid(images, labels, path, columns=6)
 
-
-def _blend(foreground: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The foreground over the opaque background (straight alpha, uint8 RGB)."""
-    alpha = foreground[..., 3:4].astype(np.float32) / 255
-    mixed = foreground[..., :3] * alpha + background[..., :3] * (1 - alpha)
-    return np.rint(mixed).astype(np.uint8)

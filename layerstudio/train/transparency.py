@@ -31,6 +31,7 @@ from layerstudio.pipelines.latent_transparency import (
     decode_rgba,
     encode_rgba,
     premultiplied_on_grey,
+    rgb_tensors,
     rgba_tensors,
 )
 
@@ -223,7 +224,7 @@ class ConditionedUNetTask(TransparentUNetTask):
         fg, bg, captions, _ = pair_batch(self.options.get("seed", 0), step,
                                          self.stage.batch_size, pool=self.options.get("pool"))
         fg_rgba, fg_padded = rgba_tensors(fg)
-        bg_rgb = torch.from_numpy(np.stack(bg)[..., :3]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        bg_rgb = rgb_tensors(bg)
         keep = torch.from_numpy(np.random.default_rng([step, 5]).random(len(fg)) >= 0.1)
         return (fg_rgba, fg_padded, bg_rgb, keep), self.caption_ids(captions, step)
 

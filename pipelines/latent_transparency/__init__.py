@@ -12,7 +12,14 @@ from .attention_sharing import (
     load_released_attention_sharing,
     sharing_targets,
 )
-from .codec import decode_rgba, encode_rgba, premultiplied_on_grey, rgba_tensors
+from .codec import (
+    decode_opaque,
+    decode_rgba,
+    encode_rgba,
+    premultiplied_on_grey,
+    rgb_tensors,
+    rgba_tensors,
+)
 from .conditioned import ConditionedTransparencyPipeline
 from .img2img import LatentTransparencyImg2ImgPipeline
 from .joint import JointTransparencyPipeline
@@ -35,11 +42,13 @@ __all__ = [
     "TransparentPipelineOutput",
     "TransparentVAEDecoder",
     "TransparentVAEEncoder",
+    "decode_opaque",
     "decode_rgba",
     "encode_rgba",
     "load_released_attention_sharing",
     "pad_rgb",
     "premultiplied_on_grey",
+    "rgb_tensors",
     "rgba_tensors",
     "rgba_to_stack",
     "sharing_targets",

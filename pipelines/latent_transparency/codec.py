@@ -14,7 +14,8 @@ import torch
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .padding import pad_rgb
 
-__all__ = ["decode_rgba", "encode_rgba", "premultiplied_on_grey", "rgba_tensors"]
+__all__ = ["decode_opaque", "decode_rgba", "encode_rgba", "premultiplied_on_grey",
+           "rgb_tensors", "rgba_tensors"]
 
 
 def rgba_tensors(images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,6 +24,12 @@ def rgba_tensors(images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     rgba = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     padded = torch.from_numpy(np.stack([pad_rgb(image) for image in images]))
     return rgba, padded.permute(0, 3, 1, 2)
+
+
+def rgb_tensors(images: list[np.ndarray]) -> torch.Tensor:
+    """Opaque RGB(A) uint8 arrays (same size; alpha ignored) -> (B, 3, H, W) in [-1, 1], what
+    the base VAE encodes."""
+    return torch.from_numpy(np.stack(images)[..., :3]).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def premultiplied_on_grey(rgba: torch.Tensor) -> torch.Tensor:
@@ -38,6 +45,13 @@ def encode_rgba(vae, encoder: TransparentVAEEncoder, rgba: torch.Tensor, padded:
     offset = encoder(rgba[:, 3:].to(encoder.device, encoder.dtype),
                      padded.to(encoder.device, encoder.dtype))
     return posterior.mean + posterior.std * offset.to(posterior.mean.dtype)
+
+
+def decode_opaque(vae, latent: torch.Tensor) -> torch.Tensor:
+    """Unscaled latent -> RGBA (B, 4, H, W) in [0, 1] through the base VAE alone, alpha 1 (an
+    ordinary, opaque image: a background or a blend)."""
+    rgb = (vae.decode(latent.to(vae.device, vae.dtype)).sample.float() / 2 + 0.5).clamp(0, 1)
+    return torch.cat([rgb, torch.ones_like(rgb[:, :1])], dim=1)
 
 
 def decode_rgba(vae, decoder: TransparentVAEDecoder, latent: torch.Tensor,

@@ -25,7 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import as_rgba_array, to_uint8
 
-from .codec import decode_rgba, encode_rgba, rgba_tensors
+from .codec import decode_opaque, decode_rgba, encode_rgba, rgb_tensors, rgba_tensors
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .pipeline import TransparentPipelineOutput, _TransparentDecodeMixin
 
@@ -78,7 +78,7 @@ class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPi
         """Scaled latent of the condition layer (what the U-Net was trained to read)."""
         device = self._execution_device
         if self.config.mode == "bg2fg":  # a background: opaque RGB through the base VAE
-            rgb = torch.tensor(rgba[..., :3]).permute(2, 0, 1)[None].float() / 127.5 - 1
+            rgb = rgb_tensors([rgba])
             latent = self.vae.encode(rgb.to(device, self.vae.dtype)).latent_dist.mean
         else:  # a foreground: RGBA through the transparent encoder
             tensors = rgba_tensors([rgba])
@@ -147,8 +147,7 @@ class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPi
         if self.config.mode == "bg2fg":
             made = decode_rgba(self.vae, self.transparent_decoder, unscaled, augment=augment)
         else:
-            rgb = (self.vae.decode(unscaled.to(self.vae.dtype)).sample.float() / 2 + 0.5)
-            made = torch.cat([rgb.clamp(0, 1), torch.ones_like(rgb[:, :1])], dim=1)
+            made = decode_opaque(self.vae, unscaled)
         array = made.permute(0, 2, 3, 1).cpu().numpy()
         generated = np.rint(array * 255).clip(0, 255).astype(np.uint8)
         stacks = []

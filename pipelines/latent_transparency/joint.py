@@ -25,7 +25,7 @@ from diffusers import StableDiffusionPipeline
 from layerstudio.document import Layer, LayerStack
 
 from .attention_sharing import AttentionSharingAdapter
-from .codec import decode_rgba
+from .codec import decode_opaque, decode_rgba
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .pipeline import TransparentPipelineOutput
 
@@ -113,9 +113,7 @@ class JointTransparencyPipeline(StableDiffusionPipeline):
         unscaled = (latents / self.vae.config.scaling_factor).unflatten(0, (-1, len(FRAMES)))
         foreground = decode_rgba(self.vae, self.transparent_decoder, unscaled[:, 0],
                                  augment=augment)
-        opaque = self.vae.decode(unscaled[:, 1:].flatten(0, 1).to(self.vae.dtype)).sample
-        opaque = (opaque.float() / 2 + 0.5).clamp(0, 1)
-        opaque = torch.cat([opaque, torch.ones_like(opaque[:, :1])], dim=1)
+        opaque = decode_opaque(self.vae, unscaled[:, 1:].flatten(0, 1))
         frames = torch.stack([foreground, *opaque.unflatten(0, (-1, 2)).unbind(1)], dim=1)
         array = frames.permute(0, 1, 3, 4, 2).cpu().numpy()  # (b, f, h, w, 4)
         as_uint8 = np.rint(array * 255).clip(0, 255).astype(np.uint8)
