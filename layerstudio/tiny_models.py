@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["IMAGE_SIZE", "LATENT_SIZE", "MAX_TOKENS", "tiny_flux", "tiny_text_encoder",
+__all__ = ["IMAGE_SIZE", "LATENT_SIZE", "MAX_TOKENS", "tiny_flux", "tiny_sdxl_components",
+           "tiny_text_encoder",
            "tiny_transparent_decoder", "tiny_transparent_encoder", "tiny_unet", "tiny_vae"]
 
 IMAGE_SIZE = 64
@@ -58,6 +59,33 @@ def tiny_unet(**overrides: Any):
                   cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32)
     config.update(overrides)
     return UNet2DConditionModel(**config)
+
+
+def tiny_sdxl_components(tokenizer, **unet_overrides: Any) -> dict[str, Any]:
+    """Randomly initialised SDXL-shaped parts (two text encoders, the second with a projection;
+    a U-Net with SDXL's ``text_time`` added embedding) over ``tokenizer``: what the SDXL
+    pipelines are tested on, since the real SDXL cannot be downloaded here."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    vocab, ids = len(tokenizer.get_vocab()), (tokenizer.bos_token_id, tokenizer.eos_token_id)
+    encoder = tiny_text_encoder(vocab, *ids, hidden_size=32, intermediate_size=64,
+                                projection_dim=32)
+    encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=32,
+        bos_token_id=ids[0], eos_token_id=ids[1], pad_token_id=ids[1]))
+    config = dict(sample_size=LATENT_SIZE, in_channels=4, out_channels=4, layers_per_block=1,
+                  block_out_channels=(32, 64),
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+                  attention_head_dim=8, norm_num_groups=16, addition_embed_type="text_time",
+                  addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8,
+                  transformer_layers_per_block=1)
+    config.update(unet_overrides)
+    return dict(vae=tiny_vae(), text_encoder=encoder, text_encoder_2=encoder_2,
+                tokenizer=tokenizer, tokenizer_2=tokenizer,
+                unet=UNet2DConditionModel(**config), scheduler=EulerDiscreteScheduler())
 
 
 def tiny_flux(**overrides: Any):

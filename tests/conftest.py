@@ -12,6 +12,16 @@ from layerstudio import BlendMode, GroupInfo, Layer, LayerStack
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "photoshop-psd"
 
 
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    """The caption-vocabulary tokenizer every tiny text encoder reads."""
+    from layerstudio.tokenizer import build_tokenizer_files, caption_vocabulary, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer_files(folder, caption_vocabulary())
+    return load_tokenizer(folder)
+
+
 @pytest.fixture
 def psd_fixtures() -> Path:
     if not FIXTURES.is_dir():

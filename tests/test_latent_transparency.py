@@ -23,13 +23,13 @@ from layerstudio.pipelines.latent_transparency import (
     rgba_tensors,
 )
 from layerstudio.tiny_models import (
+    tiny_sdxl_components,
     tiny_text_encoder,
     tiny_transparent_decoder,
     tiny_transparent_encoder,
     tiny_unet,
     tiny_vae,
 )
-from layerstudio.tokenizer import build_tokenizer_files, caption_vocabulary, load_tokenizer
 
 
 def _disc(size: int = 32, colour=(200, 40, 40)) -> np.ndarray:
@@ -124,13 +124,6 @@ def test_codec_untrained_offset_is_the_posterior_mean_and_shapes_hold():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tokenizer")
-    build_tokenizer_files(folder, caption_vocabulary())
-    return load_tokenizer(folder)
-
-
-@pytest.fixture(scope="module")
 def sd_pipe(tokenizer):
     from diffusers import DDIMScheduler
 
@@ -192,29 +185,9 @@ def test_sd_pipeline_options(sd_pipe):
 
 
 def test_sdxl_shaped_pipeline_runs_end_to_end(tokenizer):
-    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
     torch.manual_seed(0)
-    vocab = tokenizer.get_vocab()
-    encoder = tiny_text_encoder(len(vocab), tokenizer.bos_token_id, tokenizer.eos_token_id,
-                                hidden_size=32, intermediate_size=64, projection_dim=32)
-    encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=48, projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id))
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
-        attention_head_dim=8, norm_num_groups=16, addition_embed_type="text_time",
-        addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8,
-        transformer_layers_per_block=1)
-    pipe = LatentTransparencyXLPipeline(
-        vae=tiny_vae(), text_encoder=encoder, text_encoder_2=encoder_2, tokenizer=tokenizer,
-        tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler(),
-        transparent_decoder=tiny_transparent_decoder())
+    pipe = LatentTransparencyXLPipeline(**tiny_sdxl_components(tokenizer),
+                                        transparent_decoder=tiny_transparent_decoder())
     pipe.set_progress_bar_config(disable=True)
     first, second = _generate(pipe), _generate(pipe)
     assert first.images[0].size == (64, 64) and first.images[0].mode == "RGBA"

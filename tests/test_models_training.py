@@ -11,14 +11,7 @@ from layerstudio import InvalidInputError
 from layerstudio.cli import main
 from layerstudio.presets import PRESETS, get_preset, load_preset
 from layerstudio.tiny_models import tiny_flux, tiny_text_encoder, tiny_unet, tiny_vae
-from layerstudio.tokenizer import build_tokenizer_files, caption_vocabulary, load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tokenizer")
-    build_tokenizer_files(folder, caption_vocabulary())
-    return load_tokenizer(folder)
+from layerstudio.tokenizer import caption_vocabulary, load_tokenizer
 
 
 def test_every_vocabulary_word_is_one_token(tokenizer):

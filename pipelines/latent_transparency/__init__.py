@@ -21,6 +21,7 @@ from .codec import (
     rgba_tensors,
 )
 from .conditioned import ConditionedTransparencyPipeline
+from .conditioned_xl import ConditionedTransparencyXLPipeline
 from .img2img import LatentTransparencyImg2ImgPipeline
 from .joint import JointTransparencyPipeline
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
@@ -35,6 +36,7 @@ from .pipeline import (
 __all__ = [
     "AttentionSharingAdapter",
     "ConditionedTransparencyPipeline",
+    "ConditionedTransparencyXLPipeline",
     "JointTransparencyPipeline",
     "LatentTransparencyImg2ImgPipeline",
     "LatentTransparencyPipeline",

@@ -8,14 +8,17 @@ diffusion model's latent divided by ``vae.config.scaling_factor``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .padding import pad_rgb
 
-__all__ = ["decode_opaque", "decode_rgba", "encode_rgba", "premultiplied_on_grey",
-           "rgb_tensors", "rgba_tensors"]
+__all__ = ["decode_opaque", "decode_rgba", "encode_opaque", "encode_rgba", "premultiplied_on_grey",
+           "rgb_tensors", "rgba_tensors", "vae_precision"]
 
 
 def rgba_tensors(images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,11 +40,34 @@ def premultiplied_on_grey(rgba: torch.Tensor) -> torch.Tensor:
     return (rgba[:, :3] * 2 - 1) * rgba[:, 3:]
 
 
+@contextmanager
+def vae_precision(vae) -> Iterator[None]:
+    """Run the base VAE in float32 when it is float16 and its config says ``force_upcast``:
+    SDXL's VAE overflows to NaN in half precision (diffusers' own pipelines do the same)."""
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        if upcast:
+            vae.to(dtype)
+
+
+def encode_opaque(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """Unscaled posterior-mean latent of images in [-1, 1] (B, 3, H, W) (a background, a
+    blend, or colour premultiplied on grey)."""
+    with vae_precision(vae):
+        return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean
+
+
 def encode_rgba(vae, encoder: TransparentVAEEncoder, rgba: torch.Tensor, padded: torch.Tensor
                 ) -> torch.Tensor:
     """Unscaled latent ``mean + std * offset`` of RGBA images (the offset replaces the
     posterior's noise, so the result is deterministic)."""
-    posterior = vae.encode(premultiplied_on_grey(rgba).to(vae.device, vae.dtype)).latent_dist
+    with vae_precision(vae):
+        posterior = vae.encode(premultiplied_on_grey(rgba).to(vae.device, vae.dtype)).latent_dist
     offset = encoder(rgba[:, 3:].to(encoder.device, encoder.dtype),
                      padded.to(encoder.device, encoder.dtype))
     return posterior.mean + posterior.std * offset.to(posterior.mean.dtype)
@@ -50,14 +76,17 @@ def encode_rgba(vae, encoder: TransparentVAEEncoder, rgba: torch.Tensor, padded:
 def decode_opaque(vae, latent: torch.Tensor) -> torch.Tensor:
     """Unscaled latent -> RGBA (B, 4, H, W) in [0, 1] through the base VAE alone, alpha 1 (an
     ordinary, opaque image: a background or a blend)."""
-    rgb = (vae.decode(latent.to(vae.device, vae.dtype)).sample.float() / 2 + 0.5).clamp(0, 1)
+    with vae_precision(vae):
+        rgb = vae.decode(latent.to(vae.device, vae.dtype)).sample.float()
+    rgb = (rgb / 2 + 0.5).clamp(0, 1)
     return torch.cat([rgb, torch.ones_like(rgb[:, :1])], dim=1)
 
 
 def decode_rgba(vae, decoder: TransparentVAEDecoder, latent: torch.Tensor,
                 augment: bool = False) -> torch.Tensor:
     """Unscaled latent -> straight RGBA (B, 4, H, W) in [0, 1] (channels R, G, B, A)."""
-    pixels = vae.decode(latent.to(vae.device, vae.dtype)).sample
+    with vae_precision(vae):
+        pixels = vae.decode(latent.to(vae.device, vae.dtype)).sample
     pixels = (pixels.float() / 2 + 0.5).clamp(0, 1)
     out = decoder.decode(pixels.to(decoder.dtype), latent.to(decoder.device, decoder.dtype),
                          augment=augment)

@@ -25,16 +25,105 @@ from diffusers.utils.torch_utils import randn_tensor
 from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import as_rgba_array, to_uint8
 
-from .codec import decode_opaque, decode_rgba, encode_rgba, rgb_tensors, rgba_tensors
+from .codec import (
+    decode_opaque,
+    decode_rgba,
+    encode_opaque,
+    encode_rgba,
+    rgb_tensors,
+    rgba_tensors,
+)
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .pipeline import TransparentPipelineOutput, _TransparentDecodeMixin
 
-__all__ = ["MODES", "ConditionedTransparencyPipeline"]
+__all__ = ["MODES", "ConditionedTransparencyPipeline", "condition_hook", "fit_condition",
+           "initial_noise"]
 
 MODES = ("bg2fg", "fg2bg")
 
 
-class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPipeline):
+def fit_condition(condition: Any, size: tuple[int, int], what: str = "condition image"
+                  ) -> np.ndarray:
+    """A given layer (PIL image or array) as straight RGBA uint8, resized to ``size`` (w, h)."""
+    rgba = to_uint8(as_rgba_array(condition, what=what))
+    if rgba.shape[1::-1] != size:
+        rgba = np.asarray(PIL.Image.fromarray(rgba).resize(size, PIL.Image.LANCZOS))
+    return rgba
+
+
+def condition_hook(unet, condition: torch.Tensor, total_steps: int, stop_at: float):
+    """Append ``condition`` (B, C, h, w) to the noisy latent of every U-Net call (tiled over
+    the classifier-free-guidance batch); zeros once ``stop_at * total_steps`` calls ran.
+    Returns the hook handle: remove it when sampling ends."""
+    calls = {"n": 0}
+
+    def append_condition(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        active = calls["n"] < stop_at * total_steps
+        calls["n"] += 1
+        extra = condition if active else torch.zeros_like(condition)
+        extra = extra.to(sample.dtype).repeat(sample.shape[0] // extra.shape[0], 1, 1, 1)
+        widened = torch.cat([sample, extra], dim=1)
+        if args:
+            return (widened, *args[1:]), kwargs
+        return args, {**kwargs, "sample": widened}
+
+    return unet.register_forward_pre_hook(append_condition, with_kwargs=True)
+
+
+def initial_noise(pipe, count: int, height: int, width: int, generator) -> torch.Tensor:
+    """Starting noise of the latent's own channels (diffusers' parents would size it by the
+    widened ``in_channels``)."""
+    shape = (count, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor,
+             width // pipe.vae_scale_factor)
+    return randn_tensor(shape, generator=generator, device=pipe._execution_device,
+                        dtype=pipe.unet.dtype)
+
+
+class _ConditionedOutputsMixin(_TransparentDecodeMixin):
+    """Latents of the generated layer -> the layered result of a conditioned pipeline."""
+
+    @torch.no_grad()
+    def _layered_outputs(self, latents: torch.Tensor, given: np.ndarray, prompt,
+                         output_type: str, augment: bool, extra: dict[str, Any],
+                         blends: torch.Tensor | None = None) -> TransparentPipelineOutput:
+        """``bg2fg`` decodes a transparent foreground, ``fg2bg`` an opaque background; the
+        stack is background, foreground and, when the model made one (``blends``: scaled
+        latents), the blend as a hidden reference layer."""
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        bg2fg = self.config.mode == "bg2fg"
+        scale = self.vae.config.scaling_factor
+        made = decode_rgba(self.vae, self.transparent_decoder, latents / scale,
+                           augment=augment) if bg2fg else decode_opaque(self.vae, latents / scale)
+        array = made.permute(0, 2, 3, 1).cpu().numpy()
+        generated = np.rint(array * 255).clip(0, 255).astype(np.uint8)
+        pictures: list[np.ndarray | None] = [None] * len(generated)
+        if blends is not None:
+            opaque = decode_opaque(self.vae, blends / scale).permute(0, 2, 3, 1).cpu().numpy()
+            pictures = list(np.rint(opaque * 255).clip(0, 255).astype(np.uint8))
+        stacks = []
+        for image, picture, text in zip(generated, pictures,
+                                        self._prompts(prompt, len(generated)), strict=True):
+            info = {"pipeline": type(self).__name__, "mode": self.config.mode,
+                    "prompt": text, **extra}
+            background, foreground = (given, image) if bg2fg else (image, given)
+            height, width = image.shape[:2]
+            front = Layer("foreground", foreground, kind="object",
+                          provenance={**info, "generated": bg2fg})
+            layers = [Layer("background", background, kind="background",
+                            provenance={**info, "generated": not bg2fg}),
+                      front if front.is_empty else front.cropped_to_content()]
+            if picture is not None:
+                layers.append(Layer("blend", picture, kind="reference", visible=False,
+                                    provenance={**info, "frame": "blend"}))
+            stacks.append(LayerStack(width, height, layers, metadata=info))
+        images = array if output_type == "np" else \
+            [PIL.Image.fromarray(image, "RGBA") for image in generated]
+        return TransparentPipelineOutput(images=images, layers=stacks)
+
+
+class ConditionedTransparencyPipeline(_ConditionedOutputsMixin, StableDiffusionPipeline):
     """``pipe(prompt, condition=image)`` -> a 2-layer stack (background, foreground).
 
     ``mode`` (saved in the config) is what the U-Net was trained for: ``bg2fg`` takes an RGB
@@ -67,40 +156,17 @@ class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPi
 
     # --- condition ----------------------------------------------------------------------
 
-    def _condition_rgba(self, condition: Any, size: tuple[int, int]) -> np.ndarray:
-        rgba = to_uint8(as_rgba_array(condition, what="condition image"))
-        if rgba.shape[1::-1] != size:
-            rgba = np.asarray(PIL.Image.fromarray(rgba).resize(size, PIL.Image.LANCZOS))
-        return rgba
-
     @torch.no_grad()
     def encode_condition(self, rgba: np.ndarray) -> torch.Tensor:
         """Scaled latent of the condition layer (what the U-Net was trained to read)."""
         device = self._execution_device
         if self.config.mode == "bg2fg":  # a background: opaque RGB through the base VAE
-            rgb = rgb_tensors([rgba])
-            latent = self.vae.encode(rgb.to(device, self.vae.dtype)).latent_dist.mean
+            latent = encode_opaque(self.vae, rgb_tensors([rgba]))
         else:  # a foreground: RGBA through the transparent encoder
             tensors = rgba_tensors([rgba])
             latent = encode_rgba(self.vae, self.transparent_encoder,
                                  *(t.to(device) for t in tensors))
         return latent * self.vae.config.scaling_factor
-
-    def _hook(self, condition: torch.Tensor, total_steps: int, stop_at: float):
-        calls = {"n": 0}
-
-        def append_condition(module, args, kwargs):
-            sample = args[0] if args else kwargs["sample"]
-            active = calls["n"] < stop_at * total_steps
-            calls["n"] += 1
-            extra = condition if active else torch.zeros_like(condition)
-            extra = extra.to(sample.dtype).repeat(sample.shape[0] // extra.shape[0], 1, 1, 1)
-            widened = torch.cat([sample, extra], dim=1)
-            if args:
-                return (widened, *args[1:]), kwargs
-            return args, {**kwargs, "sample": widened}
-
-        return self.unet.register_forward_pre_hook(append_condition, with_kwargs=True)
 
     # --- call ---------------------------------------------------------------------------
 
@@ -114,20 +180,16 @@ class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPi
             raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
         height = kwargs.get("height") or self.unet.config.sample_size * self.vae_scale_factor
         width = kwargs.get("width") or self.unet.config.sample_size * self.vae_scale_factor
-        given = self._condition_rgba(condition, (width, height))
+        given = fit_condition(condition, (width, height))
         latent = self.encode_condition(given)
         per_prompt = kwargs.get("num_images_per_prompt", 1)
         count = (1 if prompt is None or isinstance(prompt, str) else len(prompt)) * per_prompt
         steps = kwargs.get("num_inference_steps", 50)
         for name in ("output_type", "return_dict"):
             kwargs.pop(name, None)
-        if kwargs.get("latents") is None:  # the parent would size noise by in_channels (8)
-            shape = (count, self.vae.config.latent_channels, height // self.vae_scale_factor,
-                     width // self.vae_scale_factor)
-            kwargs["latents"] = randn_tensor(shape, generator=kwargs.get("generator"),
-                                             device=self._execution_device,
-                                             dtype=self.unet.dtype)
-        handle = self._hook(latent.repeat(count, 1, 1, 1), steps, stop_at)
+        if kwargs.get("latents") is None:
+            kwargs["latents"] = initial_noise(self, count, height, width, kwargs.get("generator"))
+        handle = condition_hook(self.unet, latent.repeat(count, 1, 1, 1), steps, stop_at)
         try:
             latents = StableDiffusionPipeline.__call__(self, prompt=prompt, output_type="latent",
                                                        **kwargs).images
@@ -137,32 +199,3 @@ class ConditionedTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPi
                                        {"stop_at": stop_at, "num_inference_steps": steps})
         self.maybe_free_model_hooks()
         return result if return_dict else (result.images, result.layers)
-
-    @torch.no_grad()
-    def _layered_outputs(self, latents, given: np.ndarray, prompt, output_type: str,
-                         augment: bool, extra: dict[str, Any]) -> TransparentPipelineOutput:
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
-        unscaled = latents / self.vae.config.scaling_factor
-        if self.config.mode == "bg2fg":
-            made = decode_rgba(self.vae, self.transparent_decoder, unscaled, augment=augment)
-        else:
-            made = decode_opaque(self.vae, unscaled)
-        array = made.permute(0, 2, 3, 1).cpu().numpy()
-        generated = np.rint(array * 255).clip(0, 255).astype(np.uint8)
-        stacks = []
-        for image, text in zip(generated, self._prompts(prompt, len(generated)), strict=True):
-            info = {"pipeline": type(self).__name__, "mode": self.config.mode,
-                    "prompt": text, **extra}
-            background, foreground = (given, image) if self.config.mode == "bg2fg" else \
-                (image, given)
-            height, width = image.shape[:2]
-            front = Layer("foreground", foreground, kind="object",
-                          provenance={**info, "generated": self.config.mode == "bg2fg"})
-            stacks.append(LayerStack(width, height, [
-                Layer("background", background, kind="background",
-                      provenance={**info, "generated": self.config.mode == "fg2bg"}),
-                front if front.is_empty else front.cropped_to_content()], metadata=info))
-        images = array if output_type == "np" else \
-            [PIL.Image.fromarray(image, "RGBA") for image in generated]
-        return TransparentPipelineOutput(images=images, layers=stacks)

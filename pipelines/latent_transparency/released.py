@@ -7,6 +7,9 @@ attention LoRA, Forge format) + ``vae_transparent_decoder`` / ``vae_transparent_
 SD 1.5: ``stable-diffusion-v1-5/stable-diffusion-v1-5`` + ``layer_sd15_transparent_attn`` +
 ``layer_sd15_vae_transparent_decoder``. SD 1.5 joint (foreground + background + blend): the
 same base + ``layer_sd15_joint`` (an attention-sharing adapter) + the SD 1.5 decoder.
+SDXL background -> foreground: the SDXL base with ``layer_xl_bg2ble`` (blend stage) and a copy
+with ``layer_xl_bgble2fg`` (layer stage) + the SDXL decoder; foreground -> background:
+``layer_xl_fg2ble`` + ``layer_xl_fgble2bg`` (an opaque result, no decoder).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from layerstudio.errors import InvalidInputError
 from .convert import load_unet_patch
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 
-__all__ = ["RELEASES", "Release", "load_released", "load_sd15", "load_sd15_joint", "load_sdxl"]
+__all__ = ["RELEASES", "Release", "load_released", "load_sd15", "load_sd15_joint", "load_sdxl",
+           "load_sdxl_bg2fg", "load_sdxl_fg2bg"]
 
 PATCH_REPO = "LayerDiffusion/layerdiffusion-v1"
 
@@ -31,11 +35,15 @@ PATCH_REPO = "LayerDiffusion/layerdiffusion-v1"
 class Release:
     base: str
     unet_patch: str
-    decoder: str
+    decoder: str | None
     encoder: str | None
     xl: bool
     joint: bool = False
     """The patch is an attention-sharing adapter (three frames), not a U-Net delta."""
+    layer_patch: str | None = None
+    """The second (layer) stage of a two-stage conditioned release; ``unet_patch`` is then
+    the blend stage."""
+    mode: str = "fg"
     model_config: dict[str, Any] = field(default_factory=dict)
     """Config overrides of the decoder/encoder; empty: the released sizes (the defaults)."""
 
@@ -52,6 +60,13 @@ RELEASES = {
                           "layer_sd15_joint.safetensors",
                           "layer_sd15_vae_transparent_decoder.safetensors", None, xl=False,
                           joint=True),
+    "sdxl-bg2fg": Release("stabilityai/stable-diffusion-xl-base-1.0",
+                          "layer_xl_bg2ble.safetensors", "vae_transparent_decoder.safetensors",
+                          None, xl=True, layer_patch="layer_xl_bgble2fg.safetensors",
+                          mode="bg2fg"),
+    "sdxl-fg2bg": Release("stabilityai/stable-diffusion-xl-base-1.0",
+                          "layer_xl_fg2ble.safetensors", None, None, xl=True,
+                          layer_patch="layer_xl_fgble2bg.safetensors", mode="fg2bg"),
 }
 
 
@@ -87,7 +102,7 @@ def _state(path: Path, model: torch.nn.Module) -> torch.nn.Module:
 
 def load_released(kind: str, patches: str = PATCH_REPO, base: str | None = None,
                   dtype: torch.dtype = torch.float16, **kwargs: Any):
-    """The transparent pipeline of release ``kind`` ("sdxl", "sd15" or "sd15-joint").
+    """The pipeline of release ``kind`` (a key of :data:`RELEASES`).
     ``patches`` and ``base`` may be repo ids (read from the local cache) or local folders."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -106,20 +121,37 @@ def load_released(kind: str, patches: str = PATCH_REPO, base: str | None = None,
         raise InvalidInputError(f"the base model {base!r} is not available offline "
                                 f"({type(exc).__name__}); download it first") from None
     config = release.model_config
+    decoder = None
+    if release.decoder:
+        decoder = _state(_file(patches, release.decoder),
+                         TransparentVAEDecoder(**config.get("decoder", {}))).to(dtype)
     if release.joint:
-        return _joint(components, _file(patches, release.unet_patch),
-                      _state(_file(patches, release.decoder),
-                             TransparentVAEDecoder(**config.get("decoder", {}))).to(dtype),
-                      dtype)
+        return _joint(components, _file(patches, release.unet_patch), decoder, dtype)
+    if release.layer_patch:
+        return _two_stage(components, _file(patches, release.unet_patch),
+                          _file(patches, release.layer_patch), decoder, release.mode)
     load_unet_patch(components["unet"], _file(patches, release.unet_patch))
-    decoder = _state(_file(patches, release.decoder),
-                     TransparentVAEDecoder(**config.get("decoder", {}))).to(dtype)
     encoder = None
     if release.encoder:
         encoder = _state(_file(patches, release.encoder),
                          TransparentVAEEncoder(**config.get("encoder", {}))).to(dtype)
     cls = LatentTransparencyXLPipeline if release.xl else LatentTransparencyPipeline
     return cls(**components, transparent_decoder=decoder, transparent_encoder=encoder)
+
+
+def _two_stage(components: dict[str, Any], blend_patch: Path, layer_patch: Path,
+               decoder: TransparentVAEDecoder | None, mode: str):
+    """The SDXL conditioned pipeline: the base U-Net patched twice over (two copies)."""
+    import copy
+
+    from .conditioned_xl import ConditionedTransparencyXLPipeline
+
+    unet = components.pop("unet")
+    layer_unet = copy.deepcopy(unet)
+    load_unet_patch(unet, blend_patch)
+    load_unet_patch(layer_unet, layer_patch)
+    return ConditionedTransparencyXLPipeline(**components, unet=unet, layer_unet=layer_unet,
+                                             transparent_decoder=decoder, mode=mode)
 
 
 def _joint(components: dict[str, Any], path: Path, decoder: TransparentVAEDecoder,
@@ -157,3 +189,13 @@ def load_sd15(patches: str = PATCH_REPO, **kwargs: Any):
 def load_sd15_joint(patches: str = PATCH_REPO, **kwargs: Any):
     """Preset ``sd15-layerdiffuse-joint``: :func:`load_released` for the SD 1.5 joint model."""
     return load_released("sd15-joint", patches, **kwargs)
+
+
+def load_sdxl_bg2fg(patches: str = PATCH_REPO, **kwargs: Any):
+    """Preset ``sdxl-layerdiffuse-bg2fg``: the two-stage SDXL background -> foreground."""
+    return load_released("sdxl-bg2fg", patches, **kwargs)
+
+
+def load_sdxl_fg2bg(patches: str = PATCH_REPO, **kwargs: Any):
+    """Preset ``sdxl-layerdiffuse-fg2bg``: the two-stage SDXL foreground -> background."""
+    return load_released("sdxl-fg2bg", patches, **kwargs)
