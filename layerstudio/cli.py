@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .document import LayerStack
-from .errors import LayerStudioError
+from .errors import InvalidInputError, LayerStudioError
 from .io import LAYERED_SUFFIXES
 
 __all__ = ["main"]
@@ -160,11 +160,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layout_argument(args: argparse.Namespace):
+    """--boxes / --layout / --regions (one of them) as Studio's ``boxes``; giving one picks
+    mode 'layers' when --mode was not given."""
+    given = [value for value in (args.boxes, args.layout, args.regions) if value is not None]
+    if len(given) > 1:
+        raise InvalidInputError("give one of --boxes, --layout and --regions")
+    if given and args.mode is None:
+        args.mode = "layers"
+    args.mode = args.mode or "fg"
+    return given[0] if given else None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .imaging import over_checkerboard
     from .presets import vocabulary_hint
     from .studio import DEFAULT_MODEL, MODE_MODELS, Studio
 
+    boxes = _layout_argument(args)
     hint = vocabulary_hint(args.model or MODE_MODELS.get(args.mode, DEFAULT_MODEL), args.prompt)
     if hint:
         print(f"note: {hint}", file=sys.stderr)
@@ -172,7 +185,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.prompt, model=args.model, mode=args.mode, background=args.background,
         foreground=args.foreground, stop_at=args.stop_at,
         foreground_prompt=args.foreground_prompt, background_prompt=args.background_prompt,
-        seed=args.seed, steps=args.steps,
+        boxes=boxes, seed=args.seed, steps=args.steps,
         size=args.size, guidance=args.guidance, negative_prompt=args.negative,
         augment=args.augment)
     path = stack.save(args.output)
@@ -261,10 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model preset (default: the shipped one for the mode, "
                    f"{', '.join(f'{m}: {n}' for m, n in MODE_MODELS.items())}; "
                    "see `layerstudio models`)")
-    p.add_argument("--mode", choices=MODES, default="fg",
-                   help="fg: one transparent foreground layer from text; bg2fg: a foreground "
-                        "for --background; fg2bg: a background behind --foreground; joint: "
-                        "foreground, background and blend together")
+    p.add_argument("--mode", choices=MODES,
+                   help="fg (default): one transparent foreground layer from text; bg2fg: a "
+                        "foreground for --background; fg2bg: a background behind "
+                        "--foreground; joint: foreground, background and blend together; "
+                        "layers: one transparent layer per box (--boxes/--layout/--regions)")
+    p.add_argument("--boxes", metavar="X,Y,W,H;...",
+                   help="layers: the regions in pixels, bottom to top")
+    p.add_argument("--layout", metavar="FILE",
+                   help="layers: a JSON layout or a sketch image (one flat colour a region)")
+    p.add_argument("--regions", type=int, metavar="N",
+                   help="layers: place N regions automatically")
     p.add_argument("--background", metavar="FILE",
                    help="background image or layered file (its composite), for bg2fg")
     p.add_argument("--foreground", metavar="FILE",

@@ -8,6 +8,8 @@ model runs, and turns every pipeline's output into a :class:`LayerStack` with it
     stack = Studio().generate("an ice cream", seed=1)
     stack.save("ice.psd")
     scene = Studio().generate("a turtle", mode="bg2fg", background="beach.png")
+    poster = Studio().generate("a cat and a ball on grass", mode="layers",
+                               boxes=[(4, 8, 24, 24), (36, 30, 20, 20)])
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ from .errors import InvalidInputError
 from .imaging import as_rgba_array
 from .presets import get_preset, load_preset
 
-__all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "Studio", "layer_prompts"]
+__all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "Studio", "layer_prompts", "resolve_boxes"]
 
 MODE_MODELS = {"fg": "tiny-layerdiffuse", "bg2fg": "tiny-layerdiffuse-bg2fg",
-               "fg2bg": "tiny-layerdiffuse-fg2bg", "joint": "tiny-layerdiffuse-joint"}
+               "fg2bg": "tiny-layerdiffuse-fg2bg", "joint": "tiny-layerdiffuse-joint",
+               "layers": "tiny-art"}
 """Generation modes and the shipped model each uses by default: ``fg`` = one transparent
 foreground layer from text (or, for an RGB model such as ``tiny-sd``, one opaque image layer);
 ``bg2fg`` = a transparent foreground made for a given background; ``fg2bg`` = a background made
 behind a given foreground; ``joint`` = foreground, background and the model's own blend from
-text alone. The conditioned modes return two layers, ``joint`` three (the blend hidden)."""
+text alone; ``layers`` = a background and one transparent layer per box (ART). The
+conditioned modes return two layers, ``joint`` three (the blend hidden)."""
 MODES = tuple(MODE_MODELS)
 DEFAULT_MODEL = MODE_MODELS["fg"]
 
@@ -62,6 +66,37 @@ def _pixels(value: Any, what: str) -> np.ndarray:
     if isinstance(value, (str, Path)):
         value = LayerStack.load(value).composite()
     return as_rgba_array(value, what=what)
+
+
+def resolve_boxes(boxes: Any, size: int, seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """A layout in any form users give it: a list of ``(x, y, w, h)``, a ``"x,y,w,h;..."``
+    string, a path to a JSON layout or to a sketch image (one flat colour per region), or a
+    number of regions to place automatically."""
+    from .pipelines.anonymous_region import (
+        boxes_from_sketch,
+        load_layout,
+        parse_boxes,
+        plan_boxes,
+    )
+
+    if boxes is None:
+        raise InvalidInputError("mode 'layers' needs a layout: boxes (x,y,w,h;...), a "
+                                "layout JSON or sketch, or a number of regions")
+    if isinstance(boxes, int) and not isinstance(boxes, bool):
+        return plan_boxes(boxes, size, size, seed)
+    if isinstance(boxes, Path) or (isinstance(boxes, str) and Path(boxes).suffix):
+        path = Path(boxes)
+        if not path.is_file():
+            raise InvalidInputError(f"layout file {path} does not exist")
+        if path.suffix.lower() == ".json":
+            return load_layout(path)[0]
+        return boxes_from_sketch(_pixels(path, "layout sketch"))
+    if isinstance(boxes, str):
+        return parse_boxes(boxes)
+    try:
+        return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"boxes must be (x, y, w, h) tuples, got {boxes!r}") from None
 
 
 def layer_prompts(prompt: str, foreground: str | None, background: str | None
@@ -98,9 +133,9 @@ class Studio:
     def generate(self, prompt: str, *, model: str | None = None, mode: str = "fg",
                  background: Any = None, foreground: Any = None, stop_at: float = 1.0,
                  foreground_prompt: str | None = None, background_prompt: str | None = None,
-                 seed: int = 0, steps: int | None = None, size: int | None = None,
-                 guidance: float | None = None, negative_prompt: str | None = None,
-                 augment: bool = False) -> LayerStack:
+                 boxes: Any = None, seed: int = 0, steps: int | None = None,
+                 size: int | None = None, guidance: float | None = None,
+                 negative_prompt: str | None = None, augment: bool = False) -> LayerStack:
         """A layered image for ``prompt``. ``model`` defaults to the shipped one for ``mode``;
         ``background`` (``bg2fg``) / ``foreground`` (``fg2bg``) is the given layer: a path
         to any image or layered file (its composite is used), a PIL image or an array;
@@ -108,7 +143,8 @@ class Studio:
         describes the whole picture and ``foreground_prompt`` / ``background_prompt`` the
         layers; when they are not given, "X on Y" is split into X and Y. Defaults (steps, size,
         guidance) come from the preset; ``augment`` runs the 8-pass alpha decoder
-        (transparent models only)."""
+        (transparent models only). In ``layers`` mode ``boxes`` is the layout (see
+        :func:`resolve_boxes`): one transparent layer per box, bottom to top."""
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
         model = model or MODE_MODELS[mode]
@@ -121,9 +157,12 @@ class Studio:
         condition = self._condition(mode, background, foreground)
         if mode != "joint" and (foreground_prompt or background_prompt):
             raise InvalidInputError("foreground and background prompts are for mode 'joint'")
+        if mode != "layers" and boxes is not None:
+            raise InvalidInputError("boxes are for mode 'layers'")
         if not 0.0 <= stop_at <= 1.0:
             raise InvalidInputError(f"stop_at must be between 0 and 1, got {stop_at}")
         steps, size, guidance = _settings(preset, steps, size, guidance)
+        layout = resolve_boxes(boxes, size, seed) if mode == "layers" else None
 
         import torch
 
@@ -138,6 +177,8 @@ class Studio:
         if mode == "joint":
             front, back = layer_prompts(prompt, foreground_prompt, background_prompt)
             options.update(foreground_prompt=front, background_prompt=back)
+        if layout is not None:
+            options["boxes"] = layout
         transparent = hasattr(pipe, "transparent_decoder")
         if augment:
             if not transparent:
@@ -154,6 +195,8 @@ class Studio:
         if mode == "joint":
             info.update(foreground_prompt=options["foreground_prompt"],
                         background_prompt=options["background_prompt"])
+        if mode == "layers":
+            info["boxes"] = [list(box) for box in options["boxes"]]
         if transparent:
             stack = result.layers[0]
             stack.metadata.update(info)

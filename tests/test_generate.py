@@ -128,6 +128,11 @@ def test_studio_records_provenance(use_random_preset):
     (["x", "--mode", "bg2fg", "--background", "missing.png"], "missing.png"),
     (["x", "--mode", "bg2fg", "--background", "b.png", "--stop-at", "1.5"], "stop_at"),
     (["x", "--foreground-prompt", "y"], "are for mode 'joint'"),
+    (["x", "--boxes", "1,2,3"], "4 numbers"),
+    (["x", "--boxes", "0,0,8,8", "--regions", "2"], "give one of"),
+    (["x", "--mode", "layers"], "needs a layout"),
+    (["x", "--mode", "fg", "--boxes", "0,0,8,8"], "boxes are for mode 'layers'"),
+    (["x", "--layout", "missing.json"], "does not exist"),
 ])
 def test_generate_rejects_bad_arguments(use_random_preset, tmp_path, capsys, monkeypatch,
                                        argv, message):

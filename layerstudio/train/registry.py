@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .art import ARTDecoderTask, ARTTransformerTask
 from .joint import JointUNetTask
 from .tasks import DiTTextToImageTask, JudgeTask, Task, TextToImageTask, VaeTask
 from .transparency import ConditionedUNetTask, TransparentUNetTask, TransparentVaeTask
@@ -17,4 +18,6 @@ TASKS: dict[str, type[Task]] = {
     "transparent_unet": TransparentUNetTask,
     "conditioned_unet": ConditionedUNetTask,
     "joint_unet": JointUNetTask,
+    "art_decoder": ARTDecoderTask,
+    "art_transformer": ARTTransformerTask,
 }

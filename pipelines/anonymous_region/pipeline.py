@@ -1,0 +1,210 @@
+"""``AnonymousRegionPipeline``: one global prompt + boxes -> a background and one transparent
+layer per box (ART, Pu et al. 2025, "ART: Anonymous Region Transformer for Variable
+Multi-Layer Transparent Image Generation").
+
+Sampling is rectified flow as in :mod:`..dit_text_to_image` (FLUX's time shift, computed from
+the layout's token count; Euler steps), over latents of shape (B, L, C, H, W): layer 0 the
+merged image, 1 the background, 2.. the regions. Guidance is true classifier-free guidance
+against the negative prompt. Afterwards every layer's latent outside its box is set to the
+latent of plain mid grey (what "nothing" looks like in a layer premultiplied on grey), the base
+VAE decodes each layer, and :class:`MultiLayerTransparentDecoder` turns them into RGBA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from layerstudio.document import Layer, LayerStack
+
+from ..dit_text_to_image import DiTTextToImagePipeline
+from ..flow_matching import schedule_shift
+from .decoder import MultiLayerTransparentDecoder
+from .layout import Box, snap_boxes, token_box_pixels
+from .regions import TokenBox, token_count
+from .transformer import AnonymousRegionTransformer, box_mask
+
+__all__ = ["AnonymousRegionPipeline", "AnonymousRegionPipelineOutput"]
+
+
+@dataclass
+class AnonymousRegionPipelineOutput(BaseOutput):
+    """``layers``: one :class:`LayerStack` per image (background, one layer per box, the
+    model's merged image as a hidden reference); ``images``: their composites (PIL RGBA, or a
+    (B, H, W, 4) float array for ``output_type="np"``); ``rgba``: every layer's RGBA, (B, L, H,
+    W, 4) float in [0, 1], in the model's order (merged, background, regions)."""
+
+    images: list[PIL.Image.Image] | np.ndarray
+    layers: list[LayerStack]
+    rgba: np.ndarray
+
+
+class AnonymousRegionPipeline(DiTTextToImagePipeline):
+    """``pipe("a cat and a ball on a lawn", boxes=[(4, 8, 24, 24), (36, 30, 20, 20)])``."""
+
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->transformer->vae->transparent_decoder"
+
+    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer,
+                 transformer: AnonymousRegionTransformer,
+                 scheduler: FlowMatchEulerDiscreteScheduler,
+                 transparent_decoder: MultiLayerTransparentDecoder,
+                 text_encoder_2=None, tokenizer_2=None) -> None:
+        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                         transformer=transformer, scheduler=scheduler,
+                         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+        self.register_modules(transparent_decoder=transparent_decoder)
+
+    @property
+    def token_grid(self) -> int:
+        """Pixels per token side: the VAE's downsampling times the 2 x 2 packing."""
+        return self.vae_scale_factor * 2
+
+    def layout(self, boxes: Sequence[Box], width: int, height: int,
+               max_tokens: int | None = None) -> list[TokenBox]:
+        """The model's layers as token boxes: merged image, background, then ``boxes``
+        snapped outward to the token grid (errors name a bad box)."""
+        self._latent_grid(height, width)
+        snapped = snap_boxes(boxes, width, height, self.token_grid,
+                             self.transformer.config.max_layers, max_tokens)
+        canvas = (0, 0, width // self.token_grid, height // self.token_grid)
+        return [canvas, canvas, *snapped]
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], boxes: Sequence[Box], *,
+                 negative_prompt: str | list[str] | None = None, height: int = 64,
+                 width: int = 64, num_inference_steps: int = 20, guidance_scale: float = 4.0,
+                 num_images_per_prompt: int = 1,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None, full_attention: bool = False,
+                 max_tokens: int | None = None, output_type: str = "pil",
+                 return_dict: bool = True, max_sequence_length: int | None = None,
+                 callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None
+                 = None,
+                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",)):
+        """Generate. ``boxes``: ``(x, y, w, h)`` pixels per region, bottom to top (any number
+        up to the model's ``max_layers`` - 2); ``guidance_scale`` > 1 is true CFG;
+        ``full_attention`` runs every layer over the whole canvas (slow; for comparison);
+        ``output_type`` "pil", "np" or "latent" (then ``rgba`` holds the latents)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        if output_type not in ("pil", "np", "latent"):
+            raise ValueError(f"output_type must be pil, np or latent, got {output_type!r}")
+        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise ValueError(f"callback tensors must be among {self._callback_tensor_inputs}, "
+                             f"got {sorted(bad)}")
+        layout = self.layout(boxes, width, height, max_tokens)
+        negative = negative_prompt or ""
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+        if len(negatives) != len(prompts):
+            raise ValueError("negative_prompt must match prompt in length")
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
+        device = self._execution_device
+        guided = guidance_scale > 1.0
+        text, pooled = self.encode_prompt(prompts, max_sequence_length)
+        if guided:
+            negative_text, negative_pooled = self.encode_prompt(negatives, max_sequence_length)
+            text, pooled = torch.cat([negative_text, text]), torch.cat([negative_pooled, pooled])
+        rows, cols = height // self.vae_scale_factor, width // self.vae_scale_factor
+        channels = self.transformer.config.in_channels // 4
+        shape = (len(prompts), len(layout), channels, rows, cols)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=text.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device, text.dtype)
+
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        mu = schedule_shift(token_count(layout), self.scheduler.config)
+        self.scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=device)
+        with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
+            for i, t in enumerate(self.scheduler.timesteps):
+                model_input = torch.cat([latents] * 2) if guided else latents
+                time = t.expand(model_input.shape[0]).to(latents.dtype) / 1000
+                velocity = self.transformer(model_input, layout, time, text, pooled,
+                                            full_attention=full_attention,
+                                            return_dict=False)[0]
+                if guided:
+                    unconditional, conditional = velocity.chunk(2)
+                    velocity = unconditional + guidance_scale * (conditional - unconditional)
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    named = {"latents": latents, "prompt_embeds": text}
+                    outputs = callback_on_step_end(
+                        self, i, t, {k: named[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.get("latents", latents)
+                bar.update()
+
+        if output_type == "latent":
+            result = AnonymousRegionPipelineOutput(images=[], layers=[], rgba=latents)
+        else:
+            rgba = self.decode_layers(latents, layout)
+            result = self._packaged(rgba, layout, boxes, prompts, output_type,
+                                    {"num_inference_steps": num_inference_steps,
+                                     "guidance_scale": guidance_scale,
+                                     "full_attention": full_attention})
+        self.maybe_free_model_hooks()
+        return result if return_dict else (result.images, result.layers)
+
+    # --- decoding -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def grey_latent(self, height: int, width: int) -> torch.Tensor:
+        """The scaled latent of plain mid grey, (C, h, w)."""
+        grey = torch.zeros(1, 3, height, width, device=self.vae.device, dtype=self.vae.dtype)
+        latent = self.vae.encode(grey).latent_dist.mean[0]
+        return (latent - (self.vae.config.shift_factor or 0.0)) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_layers(self, latents: torch.Tensor, layout: Sequence[TokenBox]) -> torch.Tensor:
+        """(B, L, C, h, w) scaled latents -> (B, L, 4, H, W) straight RGBA in [0, 1]; the
+        merged image and the background are opaque, regions have alpha 0 outside their box."""
+        batch, layers, _channels, rows, cols = latents.shape
+        scale = self.vae_scale_factor
+        inside = box_mask(layout, rows // 2, cols // 2, latents)  # (1, L, r, c, 1) tokens
+        inside = inside[..., 0].repeat_interleave(2, -1).repeat_interleave(2, -2)[:, :, None]
+        grey = self.grey_latent(rows * scale, cols * scale).to(latents.dtype)
+        latents = torch.where(inside.bool(), latents, grey)
+        unscaled = latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0)
+        pictures = self.vae.decode(unscaled.flatten(0, 1).to(self.vae.dtype)).sample
+        pictures = (pictures.float() / 2 + 0.5).clamp(0, 1).unflatten(0, (batch, layers))
+        decoder = self.transparent_decoder
+        rgba = decoder(pictures.to(decoder.dtype), unscaled.to(decoder.dtype), layout).float()
+        rgba[:, :2, 3] = 1.0  # merged image and background are opaque
+        rgba[:, :2, :3] = pictures[:, :2]
+        return rgba
+
+    def _packaged(self, rgba: torch.Tensor, layout: Sequence[TokenBox], boxes: Sequence[Box],
+                  prompts: list[str], output_type: str, extra: dict[str, Any]
+                  ) -> AnonymousRegionPipelineOutput:
+        array = rgba.permute(0, 1, 3, 4, 2).cpu().numpy()
+        as_uint8 = np.rint(array * 255).clip(0, 255).astype(np.uint8)
+        stacks = []
+        for layers, text in zip(as_uint8, prompts, strict=True):
+            height, width = layers.shape[1:3]
+            info = {"pipeline": type(self).__name__, "prompt": text, "regions": len(boxes),
+                    **extra}
+            stack = LayerStack(width, height, metadata=info)
+            stack.add(Layer("background", layers[1], kind="background", provenance=info))
+            for index, (box, token_box) in enumerate(zip(boxes, layout[2:], strict=True)):
+                x, y, w, h = token_box_pixels(token_box, self.token_grid)
+                stack.add(Layer(f"region {index + 1}", layers[index + 2][y:y + h, x:x + w],
+                                offset=(x, y), kind="object",
+                                provenance={**info, "box": list(box),
+                                            "snapped_box": [x, y, w, h]}))
+            stack.add(Layer("merged (as generated)", layers[0], kind="reference",
+                            visible=False, provenance=info))
+            stacks.append(stack)
+        images = np.stack([stack.composite_array() for stack in stacks]) \
+            if output_type == "np" else [stack.composite() for stack in stacks]
+        return AnonymousRegionPipelineOutput(images=images, layers=stacks, rgba=array)
