@@ -105,6 +105,36 @@ class DiTTextToImagePipeline(DiffusionPipeline):
 
     # --- sampling -----------------------------------------------------------------------
 
+    def denoise(self, latents: torch.Tensor,
+                predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                token_count: int, num_inference_steps: int, guidance_scale: float,
+                prompt_embeds: torch.Tensor,
+                callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None,
+                callback_tensor_inputs: tuple[str, ...]) -> torch.Tensor:
+        """The Euler rectified-flow loop: FLUX's time shift for ``token_count`` tokens, true
+        CFG (``predict`` gets the unconditional and conditional halves as one batch when
+        ``guidance_scale`` > 1), the callback and the progress bar."""
+        guided = guidance_scale > 1.0
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        mu = schedule_shift(token_count, self.scheduler.config)
+        self.scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=latents.device)
+        with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
+            for i, t in enumerate(self.scheduler.timesteps):
+                model_input = torch.cat([latents] * 2) if guided else latents
+                velocity = predict(model_input,
+                                   t.expand(model_input.shape[0]).to(latents.dtype) / 1000)
+                if guided:
+                    unconditional, conditional = velocity.chunk(2)
+                    velocity = unconditional + guidance_scale * (conditional - unconditional)
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    named = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    outputs = callback_on_step_end(
+                        self, i, t, {k: named[k] for k in callback_tensor_inputs})
+                    latents = outputs.get("latents", latents)
+                bar.update()
+        return latents
+
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
                  height: int = 64, width: int = 64, num_inference_steps: int = 20,
@@ -148,35 +178,19 @@ class DiTTextToImagePipeline(DiffusionPipeline):
                                    device=device, dtype=prompt_embeds.dtype)
         latents = pack_latents(latents.to(device, prompt_embeds.dtype))
 
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        mu = schedule_shift(latents.shape[1], self.scheduler.config)
-        self.scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=device)
-        timesteps = self.scheduler.timesteps
+        text, text_pooled = prompt_embeds, pooled
+        if guided:
+            text = torch.cat([negative_embeds, prompt_embeds])
+            text_pooled = torch.cat([negative_pooled, pooled])
 
-        with self.progress_bar(total=len(timesteps)) as bar:
-            for i, t in enumerate(timesteps):
-                # the unconditional and conditional branches run as one batch
-                text, text_pooled = prompt_embeds, pooled
-                if guided:
-                    text = torch.cat([negative_embeds, prompt_embeds])
-                    text_pooled = torch.cat([negative_pooled, pooled])
-                model_input = torch.cat([latents] * 2) if guided else latents
-                time = t.expand(model_input.shape[0]).to(latents.dtype) / 1000
-                velocity = self.transformer(hidden_states=model_input, timestep=time,
-                                            pooled_projections=text_pooled,
-                                            encoder_hidden_states=text, txt_ids=text_ids,
-                                            img_ids=img_ids, return_dict=False)[0]
-                if guided:
-                    unconditional, conditional = velocity.chunk(2)
-                    velocity = unconditional + guidance_scale * (conditional - unconditional)
-                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
-                if callback_on_step_end is not None:
-                    named = {"latents": latents, "prompt_embeds": prompt_embeds}
-                    outputs = callback_on_step_end(
-                        self, i, t, {k: named[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = outputs.get("latents", latents)
-                    prompt_embeds = outputs.get("prompt_embeds", prompt_embeds)
-                bar.update()
+        def predict(model_input: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+            return self.transformer(hidden_states=model_input, timestep=time,
+                                    pooled_projections=text_pooled, encoder_hidden_states=text,
+                                    txt_ids=text_ids, img_ids=img_ids, return_dict=False)[0]
+
+        latents = self.denoise(latents, predict, latents.shape[1], num_inference_steps,
+                               guidance_scale, prompt_embeds, callback_on_step_end,
+                               callback_on_step_end_tensor_inputs)
 
         images = self._decode(unpack_latents(latents, rows, cols), output_type)
         self.maybe_free_model_hooks()

@@ -231,3 +231,51 @@ def test_studio_resolves_every_layout_form(tmp_path):
         resolve_boxes(None, 64)
     with pytest.raises(InvalidInputError, match="x, y, w, h"):
         resolve_boxes([("a", 2, 3, 4)], 64)
+
+
+def test_the_cli_generates_a_layer_per_box_with_the_shipped_tiny_art(tmp_path, capsys):
+    from layerstudio import LayerStack
+    from layerstudio.cli import main
+
+    out = tmp_path / "pets.psd"
+    assert main(["generate", "a cat and a dog on a blue background", "--boxes",
+                 "4,8,24,24;34,30,24,24", "--steps", "4", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    stack = LayerStack.load(out)
+    assert [layer.name for layer in stack.layers] == [
+        "background", "region 1", "region 2", "merged (as generated)"]
+    assert stack.layers[2].offset == (32, 24)
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps({"boxes": [{"x": 0, "y": 0, "w": 32, "h": 32}]}))
+    assert main(["generate", "an apple", "--layout", str(layout), "--steps", "2", "-o",
+                 str(tmp_path / "one.zip")]) == 0
+    assert len(LayerStack.load(tmp_path / "one.zip")) == 3
+    assert main(["generate", "fruit", "--regions", "6", "--steps", "2", "-o",
+                 str(tmp_path / "six.ora")]) == 0
+    assert len(LayerStack.load(tmp_path / "six.ora")) == 8
+    assert main(["generate", "x", "--boxes", "60,0,10,10", "-o", str(tmp_path / "x.psd")]) == 2
+    assert "outside the 64x64 canvas" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_shipped_tiny_art_decoder_recovers_held_out_alpha():
+    """The shipped multi-layer decoder reads every object's alpha back from the VAE latents
+    of held-out scenes far better than an untrained one (measured 0.63 vs 0.24)."""
+    from layerstudio.eval.metrics import alpha_soft_iou
+    from layerstudio.presets import load_preset
+    from layerstudio.train.art import _grey_latents, art_scene, tiny_art_decoder
+
+    pipe = load_preset("tiny-art")
+    torch.manual_seed(0)
+    decoders = {"shipped": pipe.transparent_decoder.float(), "random": tiny_art_decoder().eval()}
+    scores: dict[str, list[float]] = {name: [] for name in decoders}
+    for index in range(6):
+        layers, boxes, _ = art_scene(99, index, 4, pool=128, split="heldout")
+        latents = _grey_latents(pipe.vae, layers)
+        pictures = (pipe.vae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
+        for name, decoder in decoders.items():
+            rgba = decoder(pictures[None], latents[None], boxes)[0]
+            scores[name] += [alpha_soft_iou(rgba[k, 3].numpy(), layers[k, 3].numpy())
+                             for k in range(2, len(layers))]
+    shipped, random = np.mean(scores["shipped"]), np.mean(scores["random"])
+    assert shipped > 0.5 and shipped > random + 0.2, (shipped, random)

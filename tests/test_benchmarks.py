@@ -58,3 +58,18 @@ def test_layer_modes_benchmark_reports_each_mode_against_its_baseline():
     joint = report["joint"]
     assert 0 <= joint["native"]["recomposition_error"] <= 1
     assert joint["native"]["seconds_per_picture"] > 0
+
+
+def test_region_attention_benchmark_compares_region_crop_with_full_attention():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "region_attention.py"),
+                          "-n", "1", "--repeats", "1"], capture_output=True, text=True,
+                         check=True)
+    report = json.loads(out.stdout)
+    assert [row["regions"] for row in report["speed"]] == [2, 5, 10, 20, 50]
+    for row in report["speed"]:
+        assert row["region"]["tokens"] < row["full"]["tokens"]
+        assert row["flops_ratio"] > 1 and row["speedup"] > 0
+    for part in report["quality"].values():
+        assert 0 <= part["alpha_soft_iou"] <= 1 and 0 <= part["box_adherence"] <= 1
+        assert 0 <= part["judge_in_prompt"] <= 1
+    assert report["four_layer_seconds"] > 0 and "met" in report["target"]

@@ -26,7 +26,6 @@ from diffusers.utils.torch_utils import randn_tensor
 from layerstudio.document import Layer, LayerStack
 
 from ..dit_text_to_image import DiTTextToImagePipeline
-from ..flow_matching import schedule_shift
 from .decoder import MultiLayerTransparentDecoder
 from .layout import Box, snap_boxes, token_box_pixels
 from .regions import TokenBox, token_count
@@ -124,26 +123,13 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = latents.to(device, text.dtype)
 
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        mu = schedule_shift(token_count(layout), self.scheduler.config)
-        self.scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=device)
-        with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
-            for i, t in enumerate(self.scheduler.timesteps):
-                model_input = torch.cat([latents] * 2) if guided else latents
-                time = t.expand(model_input.shape[0]).to(latents.dtype) / 1000
-                velocity = self.transformer(model_input, layout, time, text, pooled,
-                                            full_attention=full_attention,
-                                            return_dict=False)[0]
-                if guided:
-                    unconditional, conditional = velocity.chunk(2)
-                    velocity = unconditional + guidance_scale * (conditional - unconditional)
-                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
-                if callback_on_step_end is not None:
-                    named = {"latents": latents, "prompt_embeds": text}
-                    outputs = callback_on_step_end(
-                        self, i, t, {k: named[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = outputs.get("latents", latents)
-                bar.update()
+        def predict(model_input: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+            return self.transformer(model_input, layout, time, text, pooled,
+                                    full_attention=full_attention, return_dict=False)[0]
+
+        latents = self.denoise(latents, predict, token_count(layout), num_inference_steps,
+                               guidance_scale, text, callback_on_step_end,
+                               callback_on_step_end_tensor_inputs)
 
         if output_type == "latent":
             result = AnonymousRegionPipelineOutput(images=[], layers=[], rgba=latents)
