@@ -214,6 +214,20 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    formats = tuple(part.strip().lower().lstrip(".") for part in args.format.split(",")
+                    if part.strip())
+    summary = run_batch(args.jobs, args.out, formats, resume=args.resume, device=args.device)
+    print(f"batch: {summary.line()}; outputs in {args.out}")
+    if summary.failed:
+        print(f"error: {summary.failed} job(s) failed; see {Path(args.out) / 'errors.jsonl'}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_stack
     from .imaging import over_checkerboard
@@ -326,6 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="8-pass median alpha decode")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("batch", help="generate every job of a JSON Lines file (one object a "
+                       "line: prompt, model, mode, boxes, seed, size, steps, name, ...)")
+    p.add_argument("jobs", help="the .jsonl file")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--format", default="psd", metavar="LIST",
+                   help="comma-separated: psd, ora, zip, png (default psd)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip jobs whose manifest (NAME.json) is already in DIR")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("ship", help="install a trained run as a shipped preset, storing "
                                     "components other presets already have only once")

@@ -1,0 +1,196 @@
+"""``layerstudio batch``: many generations from a JSON Lines file, on the same ``Studio`` API as
+the CLI and the UI.
+
+One job a line, e.g. ``{"prompt": "a cat and a dog", "boxes": "4,8,24,24;34,30,24,24",
+"seed": 3, "name": "pets"}``; the keys are :data:`JOB_KEYS`. Each finished job leaves its files
+(``NAME.psd``, ``NAME.zip``, ``NAME.png``, ... as asked) and last ``NAME.json``, its manifest
+(the job, the stack's metadata, the files); every file is written atomically, so a manifest
+means the job is complete and ``--resume`` skips it. A failing job (bad line, bad argument,
+model error) is appended to ``errors.jsonl`` and the rest go on.
+
+Data-parallel: under ``accelerate launch --multi_gpu --num_processes N -m layerstudio batch
+...``, ``torchrun --nproc_per_node N -m layerstudio batch ...`` or an MPI launcher, process
+``r`` of ``n`` takes the jobs whose index is ``r`` modulo ``n``: every job runs exactly once.
+(On CPUs accelerate starts several processes only through MPI; torchrun needs nothing.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError, LayerStudioError
+from .io.atomic import atomic_path
+
+__all__ = ["FORMATS", "JOB_KEYS", "BatchSummary", "Job", "read_jobs", "run_batch", "share_of"]
+
+FORMATS = ("psd", "ora", "zip", "png")
+JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxes",
+            "regions": "boxes", "seed": "seed", "size": "size", "steps": "steps",
+            "guidance": "guidance", "negative": "negative_prompt",
+            "background": "background", "foreground": "foreground", "stop_at": "stop_at",
+            "foreground_prompt": "foreground_prompt",
+            "background_prompt": "background_prompt", "name": None}
+"""Job keys -> ``Studio.generate`` arguments (``regions`` is a number of boxes to plan)."""
+MAX_JOB_BYTES = 100_000
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass
+class Job:
+    """Line ``line`` of the jobs file: its output ``name`` and Studio arguments, or the
+    ``error`` that makes it unusable."""
+
+    line: int
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class BatchSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{self.done} done, {self.skipped} skipped (already finished), "
+                f"{self.failed} failed, {self.seconds:.1f} s")
+
+
+def _job(line: int, text: str) -> Job:
+    name = f"job-{line:05d}"
+    if len(text) > MAX_JOB_BYTES:
+        return Job(line, name, error=f"line over {MAX_JOB_BYTES} bytes")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Job(line, name, error=f"not valid JSON: {exc.msg}")
+    if not isinstance(data, dict):
+        return Job(line, name, error="a job is a JSON object")
+    given = data.get("name", name)
+    if not isinstance(given, str) or not _NAME.match(given):
+        return Job(line, name, error=f"name {given!r} must be letters, digits, '.', '_' or "
+                                     "'-' (at most 100, not a path)")
+    unknown = sorted(set(data) - set(JOB_KEYS))
+    if unknown:
+        return Job(line, given, error=f"unknown key(s) {', '.join(unknown)}; known: "
+                                      f"{', '.join(JOB_KEYS)}")
+    if not isinstance(data.get("prompt"), str):
+        return Job(line, given, error="every job needs a \"prompt\" string")
+    if "boxes" in data and "regions" in data:
+        return Job(line, given, error="give boxes or regions, not both")
+    arguments = {JOB_KEYS[key]: value for key, value in data.items() if JOB_KEYS[key]}
+    if ("boxes" in arguments) and "mode" not in arguments:
+        arguments["mode"] = "layers"
+    return Job(line, given, arguments)
+
+
+def read_jobs(path: str | Path) -> list[Job]:
+    """Every non-blank line of ``path`` as a :class:`Job` (bad lines carry their error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"jobs file {path} does not exist")
+    jobs, names = [], set()
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, text in enumerate(handle, 1):
+            if text.strip():
+                job = _job(number, text)
+                if job.name in names and job.error is None:
+                    job.error = f"name {job.name!r} is used by an earlier job"
+                names.add(job.name)
+                jobs.append(job)
+    return jobs
+
+
+def _process() -> tuple[int, int]:
+    """(rank, world size) under a data-parallel launcher (torchrun / ``accelerate launch
+    --multi_gpu`` set RANK and WORLD_SIZE; MPI, which accelerate uses for several CPU
+    processes, sets OMPI_COMM_WORLD_* or PMI_*), else (0, 1)."""
+    for rank_key, world_key in (("RANK", "WORLD_SIZE"),
+                                ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+                                ("PMI_RANK", "PMI_SIZE")):
+        if world_key in os.environ:
+            rank, world = int(os.environ.get(rank_key, 0)), int(os.environ[world_key])
+            break
+    else:
+        rank, world = 0, 1
+    if not 0 <= rank < world:
+        raise InvalidInputError(f"RANK {rank} is not within WORLD_SIZE {world}")
+    return rank, world
+
+
+def _record_error(out: Path, job: Job, message: str) -> None:
+    """One line appended to errors.jsonl (a single small write: whole lines even when
+    several processes append)."""
+    line = json.dumps({"line": job.line, "name": job.name, "error": message}) + "\n"
+    with (out / "errors.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+
+
+def share_of(jobs: list[Job], rank: int, world: int) -> Iterator[Job]:
+    """This process's share: job index modulo the world size."""
+    return (job for index, job in enumerate(jobs) if index % world == rank)
+
+
+def run_batch(jobs_path: str | Path, out: str | Path, formats: tuple[str, ...] = ("psd",),
+              resume: bool = False, device: str | None = None,
+              progress: bool = True) -> BatchSummary:
+    """Run this process's share of the jobs into ``out``; see the module docstring."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .studio import Studio
+
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or not formats:
+        raise InvalidInputError(f"formats must be among {', '.join(FORMATS)}, got "
+                                f"{', '.join(formats) or 'none'}")
+    jobs = read_jobs(jobs_path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _process()
+    share = list(share_of(jobs, rank, world))
+    studio, summary, started = Studio(device=device), BatchSummary(), time.perf_counter()
+    bar = tqdm(share, desc=f"batch {rank + 1}/{world}" if world > 1 else "batch",
+               unit="job", disable=not progress)
+    for job in bar:
+        manifest_path = out / f"{job.name}.json"
+        if resume and manifest_path.is_file():
+            summary.skipped += 1
+            continue
+        if job.error:
+            _record_error(out, job, job.error)
+            summary.failed += 1
+            continue
+        try:
+            stack = studio.generate(**job.arguments)
+            files = [stack.save(out / f"{job.name}.{suffix}").name for suffix in formats]
+        except LayerStudioError as exc:
+            _record_error(out, job, str(exc))
+            summary.failed += 1
+            continue
+        except Exception as exc:  # one broken job must not stop the batch
+            _record_error(out, job, f"internal error: {type(exc).__name__}: {exc}")
+            summary.failed += 1
+            continue
+        _write_manifest(manifest_path, {"line": job.line, "name": job.name,
+                                        "process": rank, "job": job.arguments, "files": files,
+                                        "metadata": stack.metadata,
+                                        "layers": [layer.name for layer in stack.layers]})
+        summary.done += 1
+        bar.set_postfix(done=summary.done, failed=summary.failed)
+    summary.seconds = time.perf_counter() - started
+    return summary
