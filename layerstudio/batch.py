@@ -144,6 +144,31 @@ def share_of(jobs: list[Job], rank: int, world: int) -> Iterator[Job]:
     return (job for index, job in enumerate(jobs) if index % world == rank)
 
 
+def _run_one(studio, job: Job, out: Path, formats: tuple[str, ...], resume: bool,
+             rank: int) -> str:
+    """Run one job; returns the summary field it counts in: done, skipped or failed."""
+    manifest_path = out / f"{job.name}.json"
+    if resume and manifest_path.is_file():
+        return "skipped"
+    if job.error:
+        _record_error(out, job, job.error)
+        return "failed"
+    try:
+        stack = studio.generate(**job.arguments)
+        files = [stack.save(out / f"{job.name}.{suffix}").name for suffix in formats]
+    except LayerStudioError as exc:
+        _record_error(out, job, str(exc))
+        return "failed"
+    except Exception as exc:  # one broken job must not stop the batch
+        _record_error(out, job, f"internal error: {type(exc).__name__}: {exc}")
+        return "failed"
+    _write_manifest(manifest_path, {"line": job.line, "name": job.name, "process": rank,
+                                    "job": job.arguments, "files": files,
+                                    "metadata": stack.metadata,
+                                    "layers": [layer.name for layer in stack.layers]})
+    return "done"
+
+
 def run_batch(jobs_path: str | Path, out: str | Path, formats: tuple[str, ...] = ("psd",),
               resume: bool = False, device: str | None = None,
               progress: bool = True) -> BatchSummary:
@@ -167,30 +192,8 @@ def run_batch(jobs_path: str | Path, out: str | Path, formats: tuple[str, ...] =
     bar = tqdm(share, desc=f"batch {rank + 1}/{world}" if world > 1 else "batch",
                unit="job", disable=not progress)
     for job in bar:
-        manifest_path = out / f"{job.name}.json"
-        if resume and manifest_path.is_file():
-            summary.skipped += 1
-            continue
-        if job.error:
-            _record_error(out, job, job.error)
-            summary.failed += 1
-            continue
-        try:
-            stack = studio.generate(**job.arguments)
-            files = [stack.save(out / f"{job.name}.{suffix}").name for suffix in formats]
-        except LayerStudioError as exc:
-            _record_error(out, job, str(exc))
-            summary.failed += 1
-            continue
-        except Exception as exc:  # one broken job must not stop the batch
-            _record_error(out, job, f"internal error: {type(exc).__name__}: {exc}")
-            summary.failed += 1
-            continue
-        _write_manifest(manifest_path, {"line": job.line, "name": job.name,
-                                        "process": rank, "job": job.arguments, "files": files,
-                                        "metadata": stack.metadata,
-                                        "layers": [layer.name for layer in stack.layers]})
-        summary.done += 1
+        outcome = _run_one(studio, job, out, formats, resume, rank)
+        setattr(summary, outcome, getattr(summary, outcome) + 1)
         bar.set_postfix(done=summary.done, failed=summary.failed)
     summary.seconds = time.perf_counter() - started
     return summary
