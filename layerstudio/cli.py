@@ -166,9 +166,7 @@ def _layout_argument(args: argparse.Namespace):
     given = [value for value in (args.boxes, args.layout, args.regions) if value is not None]
     if len(given) > 1:
         raise InvalidInputError("give one of --boxes, --layout and --regions")
-    if given and args.mode is None:
-        args.mode = "layers"
-    args.mode = args.mode or "fg"
+    args.mode = args.mode or ("layers" if given else "fg")
     return given[0] if given else None
 
 

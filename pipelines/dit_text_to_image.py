@@ -78,6 +78,32 @@ class DiTTextToImagePipeline(DiffusionPipeline):
         dtype = self.transformer.dtype
         return sequence.to(dtype), pooled.to(dtype)
 
+    def guided_text(self, prompt: str | list[str], negative_prompt: str | list[str] | None,
+                    num_images_per_prompt: int, guidance_scale: float,
+                    max_sequence_length: int | None, callback_tensor_inputs: tuple[str, ...]
+                    ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Checked prompts -> (the prompts, one per image; their embeddings; the token
+        sequence and pooled vector the transformer gets, negatives first under guidance)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        bad = set(callback_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise ValueError(f"callback tensors must be among {self._callback_tensor_inputs}, "
+                             f"got {sorted(bad)}")
+        negative = negative_prompt or ""
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+        if len(negatives) != len(prompts):
+            raise ValueError("negative_prompt must match prompt in length")
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
+        prompt_embeds, pooled = self.encode_prompt(prompts, max_sequence_length)
+        if guidance_scale <= 1.0:
+            return prompts, prompt_embeds, prompt_embeds, pooled
+        negative_embeds, negative_pooled = self.encode_prompt(negatives, max_sequence_length)
+        return (prompts, prompt_embeds, torch.cat([negative_embeds, prompt_embeds]),
+                torch.cat([negative_pooled, pooled]))
+
     # --- latents ------------------------------------------------------------------------
 
     def _latent_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -148,26 +174,11 @@ class DiTTextToImagePipeline(DiffusionPipeline):
                  ) -> DiTPipelineOutput | tuple:
         """Generate images. ``callback_on_step_end(pipe, step, timestep, tensors)`` may return
         replacements for the tensors named in ``callback_on_step_end_tensor_inputs``."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
-        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad:
-            raise ValueError(f"callback tensors must be among {self._callback_tensor_inputs}, "
-                             f"got {sorted(bad)}")
-        negative = negative_prompt or ""
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-        if len(negatives) != len(prompts):
-            raise ValueError("negative_prompt must match prompt in length")
         rows, cols = self._latent_grid(height, width)
+        prompts, prompt_embeds, text, text_pooled = self.guided_text(
+            prompt, negative_prompt, num_images_per_prompt, guidance_scale,
+            max_sequence_length, callback_on_step_end_tensor_inputs)
         device = self._execution_device
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
-
-        guided = guidance_scale > 1.0
-        prompt_embeds, pooled = self.encode_prompt(prompts, max_sequence_length)
-        if guided:
-            negative_embeds, negative_pooled = self.encode_prompt(negatives, max_sequence_length)
         text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device,
                                dtype=prompt_embeds.dtype)
         img_ids = image_ids(rows, cols, device=device, dtype=prompt_embeds.dtype)
@@ -177,11 +188,6 @@ class DiTTextToImagePipeline(DiffusionPipeline):
             latents = randn_tensor((len(prompts), channels, rows, cols), generator=generator,
                                    device=device, dtype=prompt_embeds.dtype)
         latents = pack_latents(latents.to(device, prompt_embeds.dtype))
-
-        text, text_pooled = prompt_embeds, pooled
-        if guided:
-            text = torch.cat([negative_embeds, prompt_embeds])
-            text_pooled = torch.cat([negative_pooled, pooled])
 
         def predict(model_input: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
             return self.transformer(hidden_states=model_input, timestep=time,

@@ -22,14 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerstudio.datasets import generate
+from layerstudio.datasets.scenes.objects import MAX_LAYERS
 from layerstudio.datasets.torch_data import sample_to_tensors
 from layerstudio.pipelines.anonymous_region import (
     AnonymousRegionPipeline,
     AnonymousRegionTransformer,
     MultiLayerTransparentDecoder,
+    box_mask,
+    snap_boxes,
     token_box_pixels,
 )
-from layerstudio.pipelines.anonymous_region.transformer import box_mask
 from layerstudio.pipelines.latent_transparency import premultiplied_on_grey
 
 from ..tiny_models import IMAGE_SIZE
@@ -59,12 +61,10 @@ def art_scene(seed: int, index: int, max_objects: int = 4, pool: int | None = No
     composite = torch.cat([tensors["image"], torch.ones(1, size, size)])
     layers = torch.cat([composite[None], tensors["layers"]])
     canvas = (0, 0, size // GRID, size // GRID)
-    boxes = [canvas, canvas]
-    for x0, y0, x1, y1 in sample.boxes[1:]:
-        x0, y0 = max(0, x0) // GRID, max(0, y0) // GRID
-        x1, y1 = -(-min(size, x1) // GRID), -(-min(size, y1) // GRID)
-        boxes.append((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
-    return layers, boxes, sample.caption
+    regions = [(x0, y0, max(1, x1 - x0), max(1, y1 - y0))  # an empty object still gets a box
+               for x0, y0, x1, y1 in sample.boxes[1:]]
+    boxes = snap_boxes(regions, size, size, GRID, max_layers=MAX_LAYERS + 2)
+    return layers, [canvas, canvas, *boxes], sample.caption
 
 
 class _SceneBatches:
@@ -187,8 +187,7 @@ class ARTTransformerTask(_SceneBatches, DiTTextToImageTask):
                 noisy_latents(latents, noise, sigma), boxes, sigma,
                 text.last_hidden_state[i:i + 1], text.pooler_output[i:i + 1]).sample
             rows, cols = latents.shape[-2] // 2, latents.shape[-1] // 2
-            inside = box_mask(boxes, rows, cols, latents)[..., 0]
-            inside = inside.repeat_interleave(2, -1).repeat_interleave(2, -2)[:, :, None]
+            inside = box_mask(boxes, rows, cols, latents, scale=2)
             error = (velocity - velocity_target(latents, noise)) ** 2 * inside
             total = total + error.sum() / (inside.sum() * latents.shape[2])
         return total / len(scenes)

@@ -17,7 +17,7 @@ from .layout import (
     token_box_pixels,
 )
 from .pipeline import AnonymousRegionPipeline, AnonymousRegionPipelineOutput
-from .regions import crop_tokens, region_ids, scatter_tokens, token_count
+from .regions import box_mask, crop_tokens, region_ids, scatter_tokens, token_count
 from .transformer import AnonymousRegionTransformer
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "AnonymousRegionPipelineOutput",
     "AnonymousRegionTransformer",
     "MultiLayerTransparentDecoder",
+    "box_mask",
     "boxes_from_sketch",
     "crop_tokens",
     "load_layout",

@@ -19,8 +19,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .regions import TokenBox, crop_tokens, scatter_tokens
-from .transformer import box_mask
+from .regions import TokenBox, box_mask, crop_tokens, scatter_tokens
 
 __all__ = ["MultiLayerTransparentDecoder"]
 
@@ -82,8 +81,7 @@ class MultiLayerTransparentDecoder(ModelMixin, ConfigMixin):
         coarse = _unpatches(scatter_tokens(out, boxes, rows, cols), config.patch_size, 4)
         flat = torch.cat([pictures, coarse], dim=2).flatten(0, 1)
         refined = coarse + self.refine(flat).view_as(coarse)
-        inside = _unpatches(box_mask(boxes, rows, cols, refined).expand(
-            -1, -1, -1, -1, config.patch_size**2), config.patch_size, 1)
+        inside = box_mask(boxes, rows, cols, refined, config.patch_size)
         alpha = torch.sigmoid(refined[:, :, :1]) * inside
         rgb = (pictures + refined[:, :, 1:]).clamp(0, 1)
         return torch.cat([rgb, alpha], dim=2)

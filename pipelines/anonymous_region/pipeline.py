@@ -28,8 +28,8 @@ from layerstudio.document import Layer, LayerStack
 from ..dit_text_to_image import DiTTextToImagePipeline
 from .decoder import MultiLayerTransparentDecoder
 from .layout import Box, snap_boxes, token_box_pixels
-from .regions import TokenBox, token_count
-from .transformer import AnonymousRegionTransformer, box_mask
+from .regions import TokenBox, box_mask, token_count
+from .transformer import AnonymousRegionTransformer
 
 __all__ = ["AnonymousRegionPipeline", "AnonymousRegionPipelineOutput"]
 
@@ -92,28 +92,13 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
         up to the model's ``max_layers`` - 2); ``guidance_scale`` > 1 is true CFG;
         ``full_attention`` runs every layer over the whole canvas (slow; for comparison);
         ``output_type`` "pil", "np" or "latent" (then ``rgba`` holds the latents)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
         if output_type not in ("pil", "np", "latent"):
             raise ValueError(f"output_type must be pil, np or latent, got {output_type!r}")
-        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad:
-            raise ValueError(f"callback tensors must be among {self._callback_tensor_inputs}, "
-                             f"got {sorted(bad)}")
         layout = self.layout(boxes, width, height, max_tokens)
-        negative = negative_prompt or ""
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-        if len(negatives) != len(prompts):
-            raise ValueError("negative_prompt must match prompt in length")
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
+        prompts, _, text, pooled = self.guided_text(
+            prompt, negative_prompt, num_images_per_prompt, guidance_scale,
+            max_sequence_length, callback_on_step_end_tensor_inputs)
         device = self._execution_device
-        guided = guidance_scale > 1.0
-        text, pooled = self.encode_prompt(prompts, max_sequence_length)
-        if guided:
-            negative_text, negative_pooled = self.encode_prompt(negatives, max_sequence_length)
-            text, pooled = torch.cat([negative_text, text]), torch.cat([negative_pooled, pooled])
         rows, cols = height // self.vae_scale_factor, width // self.vae_scale_factor
         channels = self.transformer.config.in_channels // 4
         shape = (len(prompts), len(layout), channels, rows, cols)
@@ -157,8 +142,7 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
         merged image and the background are opaque, regions have alpha 0 outside their box."""
         batch, layers, _channels, rows, cols = latents.shape
         scale = self.vae_scale_factor
-        inside = box_mask(layout, rows // 2, cols // 2, latents)  # (1, L, r, c, 1) tokens
-        inside = inside[..., 0].repeat_interleave(2, -1).repeat_interleave(2, -2)[:, :, None]
+        inside = box_mask(layout, rows // 2, cols // 2, latents, scale=2)
         grey = self.grey_latent(rows * scale, cols * scale).to(latents.dtype)
         latents = torch.where(inside.bool(), latents, grey)
         unscaled = latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TokenBox", "crop_tokens", "region_ids", "scatter_tokens", "token_count"]
+__all__ = ["TokenBox", "box_mask", "crop_tokens", "region_ids", "scatter_tokens",
+           "token_count"]
 
 TokenBox = tuple[int, int, int, int]
 
@@ -59,3 +60,13 @@ def region_ids(boxes: Sequence[TokenBox], device=None, dtype: torch.dtype = torc
         rows, cols = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
         parts.append(torch.stack([torch.full_like(rows, layer), rows, cols], -1).reshape(-1, 3))
     return torch.cat(parts).to(device=device, dtype=dtype)
+
+
+def box_mask(boxes: Sequence[TokenBox], rows: int, cols: int, like: torch.Tensor,
+             scale: int = 1) -> torch.Tensor:
+    """(1, L, 1, rows * scale, cols * scale), 1 inside each layer's box: ``scale`` cells per
+    token (1 for tokens, 2 for latent cells, the patch size for pixels)."""
+    mask = like.new_zeros(1, len(boxes), 1, rows * scale, cols * scale)
+    for layer, (x0, y0, x1, y1) in enumerate(boxes):
+        mask[:, layer, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = 1
+    return mask

@@ -29,7 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import nn
 
 from ..flow_matching import pack_latents, unpack_latents
-from .regions import TokenBox, crop_tokens, region_ids, scatter_tokens
+from .regions import TokenBox, box_mask, crop_tokens, region_ids, scatter_tokens
 
 __all__ = ["AnonymousRegionTransformer"]
 
@@ -108,16 +108,8 @@ class AnonymousRegionTransformer(FluxTransformer2DModel):
         sequence = self.proj_out(self.norm_out(sequence, temb))
         grid = scatter_tokens(sequence, used, rows, cols)
         if full_attention:
-            grid = grid * box_mask(boxes, rows, cols, grid)
+            grid = grid * box_mask(boxes, rows, cols, grid).permute(0, 1, 3, 4, 2)
         output = unpack_latents(grid.flatten(0, 1).flatten(1, 2), height, width)
         output = output.view(batch, layers, -1, height, width)
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
-
-def box_mask(boxes: Sequence[TokenBox], rows: int, cols: int, like: torch.Tensor
-             ) -> torch.Tensor:
-    """(1, L, rows, cols, 1): 1 inside each layer's token box."""
-    mask = like.new_zeros(1, len(boxes), rows, cols, 1)
-    for layer, (x0, y0, x1, y1) in enumerate(boxes):
-        mask[:, layer, y0:y1, x0:x1] = 1
-    return mask

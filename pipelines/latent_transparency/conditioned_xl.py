@@ -104,15 +104,15 @@ class ConditionedTransparencyXLPipeline(_ConditionedOutputsMixin, StableDiffusio
         options["latents"] = initial_noise(self, count, height * scale, width * scale,
                                            kwargs.get("generator"))
         steps = kwargs.get("num_inference_steps", 50)
-        chosen, self_unet = unet, self.unet
-        object.__setattr__(self, "unet", chosen)  # the parent samples with self.unet
-        handle = condition_hook(chosen, condition, steps, stop_at)
+        own = self.unet
+        object.__setattr__(self, "unet", unet)  # the parent samples with self.unet
+        handle = condition_hook(unet, condition, steps, stop_at)
         try:
             return StableDiffusionXLPipeline.__call__(self, prompt=prompt, output_type="latent",
                                                       **options).images
         finally:
             handle.remove()
-            object.__setattr__(self, "unet", self_unet)
+            object.__setattr__(self, "unet", own)
 
     def __call__(self, prompt: str | list[str] | None = None, *, condition: Any,
                  blend: Any = None, stop_at: float = 1.0, augment: bool = False,
