@@ -226,6 +226,24 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        from .ui.app import launch
+    except ImportError as exc:
+        raise LayerStudioError(f"the web UI needs Gradio ({exc.name} is not installed): "
+                               "pip install 'layerstudio[ui]'") from None
+    if not 1 <= args.concurrency <= 16:
+        raise LayerStudioError("--concurrency must be between 1 and 16")
+    if not 1 <= args.max_upload_mb <= 4096:
+        raise LayerStudioError("--max-upload-mb must be between 1 and 4096")
+    from .studio import Studio
+
+    print(f"LayerStudio UI on http://{args.host}:{args.port} (Ctrl+C to stop)", flush=True)
+    launch(args.host, args.port, concurrency=args.concurrency,
+           max_upload_mb=args.max_upload_mb, studio=Studio(device=args.device), quiet=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_stack
     from .imaging import over_checkerboard
@@ -349,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip jobs whose manifest (NAME.json) is already in DIR")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("ui", help="the web UI: generate, edit layers, export (Gradio)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="model runs at a time; more wait in the queue (default 1)")
+    p.add_argument("--max-upload-mb", type=int, default=64, help="largest upload (default 64)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("ship", help="install a trained run as a shipped preset, storing "
                                     "components other presets already have only once")

@@ -5,7 +5,8 @@ The CLI and the UI catch :class:`LayerStudioError` and show its message; anythin
 
 from __future__ import annotations
 
-__all__ = ["ImageTooLargeError", "InvalidInputError", "LayerStudioError", "UnsupportedFormatError"]
+__all__ = ["Cancelled", "ImageTooLargeError", "InvalidInputError", "LayerStudioError",
+           "UnsupportedFormatError"]
 
 
 class LayerStudioError(Exception):
@@ -22,3 +23,7 @@ class UnsupportedFormatError(InvalidInputError):
 
 class ImageTooLargeError(InvalidInputError):
     """An image exceeds the pixel limit that guards against decompression bombs."""
+
+
+class Cancelled(LayerStudioError):
+    """The user stopped a running generation (raised from a progress callback)."""

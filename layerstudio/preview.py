@@ -7,10 +7,21 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from .document import LayerStack
+from .document import Layer, LayerStack
 from .imaging import fit_within, over_checkerboard
 
-__all__ = ["contact_sheet"]
+__all__ = ["contact_sheet", "placed"]
+
+
+def placed(stack: LayerStack, layer: Layer) -> Image.Image:
+    """``layer`` alone at its place on the document's canvas (RGBA, canvas-sized), with its
+    own pixels only: opacity, blend mode and visibility are not applied."""
+    canvas = Image.new("RGBA", stack.size)
+    if layer.pixels.size:
+        x, y = layer.offset
+        canvas.alpha_composite(layer.to_pil().crop((max(0, -x), max(0, -y), layer.width,
+                                                    layer.height)), (max(0, x), max(0, y)))
+    return canvas
 
 
 def contact_sheet(stack: LayerStack, tile: int = 192, columns: int = 5,
@@ -26,11 +37,7 @@ def contact_sheet(stack: LayerStack, tile: int = 192, columns: int = 5,
     if include_composite:
         entries.append((stack.composite(), "composite"))
     for layer in stack.layers:
-        canvas = Image.new("RGBA", stack.size)
-        placed = layer.to_pil() if layer.pixels.size else Image.new("RGBA", (1, 1))
-        canvas.alpha_composite(placed.crop((max(0, -layer.offset[0]), max(0, -layer.offset[1]),
-                                            placed.width, placed.height)),
-                               (max(0, layer.offset[0]), max(0, layer.offset[1])))
+        canvas = placed(stack, layer)
         hidden = "" if layer.visible else " [hidden]"
         entries.append((canvas, f"{layer.name} ({layer.blend_mode.value}){hidden}"))
     columns = max(1, min(columns, len(entries)))

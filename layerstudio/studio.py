@@ -14,7 +14,9 @@ model runs, and turns every pipeline's output into a :class:`LayerStack` with it
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,12 @@ from .errors import InvalidInputError
 from .imaging import as_rgba_array
 from .presets import get_preset, load_preset
 
-__all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "Studio", "layer_prompts", "resolve_boxes"]
+__all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "StepCallback", "Studio", "layer_prompts",
+           "resolve_boxes"]
+
+StepCallback = Callable[[int, int], None]
+"""``on_step(done, total)``, called after every denoising step; raising
+:class:`~layerstudio.errors.Cancelled` (or anything) from it stops the generation there."""
 
 MODE_MODELS = {"fg": "tiny-layerdiffuse", "bg2fg": "tiny-layerdiffuse-bg2fg",
                "fg2bg": "tiny-layerdiffuse-fg2bg", "joint": "tiny-layerdiffuse-joint",
@@ -112,30 +119,49 @@ def layer_prompts(prompt: str, foreground: str | None, background: str | None
     return foreground, background
 
 
+def _step_hook(on_step: StepCallback | None, steps: int) -> dict[str, Any]:
+    """The ``callback_on_step_end`` option that reports progress to ``on_step``; the total is
+    the pipeline's own count when it keeps one (img2img runs ``strength`` of the steps)."""
+    if on_step is None:
+        return {}
+
+    def report(pipe, step: int, _timestep, tensors: dict) -> dict:
+        on_step(step + 1, int(getattr(pipe, "num_timesteps", 0) or steps))
+        return tensors
+
+    return {"callback_on_step_end": report}
+
+
 class Studio:
-    """Generation front end. ``device`` is "cpu", "cuda" or None (CUDA when present)."""
+    """Generation front end. ``device`` is "cpu", "cuda" or None (CUDA when present).
+
+    One Studio may serve several threads (the web UI does): model calls take turns under a
+    lock, because a diffusers pipeline keeps per-call state (the scheduler's timesteps)."""
 
     def __init__(self, device: str | None = None) -> None:
         import torch
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._pipelines: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
     def pipeline(self, model: str):
         """The loaded pipeline of preset ``model`` (loaded once, then reused)."""
-        if model not in self._pipelines:
-            pipe = load_preset(model)
-            pipe.to(self.device)
-            pipe.set_progress_bar_config(leave=False)
-            self._pipelines[model] = pipe
-        return self._pipelines[model]
+        with self._lock:
+            if model not in self._pipelines:
+                pipe = load_preset(model)
+                pipe.to(self.device)
+                pipe.set_progress_bar_config(leave=False)
+                self._pipelines[model] = pipe
+            return self._pipelines[model]
 
     def generate(self, prompt: str, *, model: str | None = None, mode: str = "fg",
                  background: Any = None, foreground: Any = None, stop_at: float = 1.0,
                  foreground_prompt: str | None = None, background_prompt: str | None = None,
                  boxes: Any = None, seed: int = 0, steps: int | None = None,
                  size: int | None = None, guidance: float | None = None,
-                 negative_prompt: str | None = None, augment: bool = False) -> LayerStack:
+                 negative_prompt: str | None = None, augment: bool = False,
+                 on_step: StepCallback | None = None) -> LayerStack:
         """A layered image for ``prompt``. ``model`` defaults to the shipped one for ``mode``;
         ``background`` (``bg2fg``) / ``foreground`` (``fg2bg``) is the given layer: a path
         to any image or layered file (its composite is used), a PIL image or an array;
@@ -144,7 +170,8 @@ class Studio:
         layers; when they are not given, "X on Y" is split into X and Y. Defaults (steps, size,
         guidance) come from the preset; ``augment`` runs the 8-pass alpha decoder
         (transparent models only). In ``layers`` mode ``boxes`` is the layout (see
-        :func:`resolve_boxes`): one transparent layer per box, bottom to top."""
+        :func:`resolve_boxes`): one transparent layer per box, bottom to top. ``on_step``
+        (see :data:`StepCallback`) reports progress and can cancel."""
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
         model = model or MODE_MODELS[mode]
@@ -185,8 +212,10 @@ class Studio:
                 raise InvalidInputError(f"--augment needs a transparent model; {model!r} "
                                         "generates opaque images")
             options["augment"] = True
-        started = time.perf_counter()
-        result = pipe(prompt, **options)
+        options.update(_step_hook(on_step, steps))
+        with self._lock:
+            started = time.perf_counter()
+            result = pipe(prompt, **options)
         seconds = round(time.perf_counter() - started, 3)
         info = {"model": model, "prompt": prompt, "seed": int(seed), "steps": steps,
                 "guidance": guidance, "mode": mode, "seconds": seconds}
@@ -209,7 +238,8 @@ class Studio:
     def edit_layer(self, document: Any, layer: int | str, prompt: str, *,
                    mask: Any = None, strength: float = 0.6, model: str = DEFAULT_MODEL,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                   negative_prompt: str | None = None, augment: bool = False) -> LayerStack:
+                   negative_prompt: str | None = None, augment: bool = False,
+                   on_step: StepCallback | None = None) -> LayerStack:
         """Regenerate one layer of ``document`` (a :class:`LayerStack` or a path to any
         layered or image file) from ``prompt``, leaving every other layer untouched.
 
@@ -217,7 +247,7 @@ class Studio:
         ``strength`` in (0, 1] is how far it may move; ``mask`` (greyscale, canvas-sized,
         white = repaint) limits the change to a region, outside which the layer's pixels and
         alpha stay exactly as they were. Name, opacity, blend mode, group and visibility are
-        kept. Returns a new stack."""
+        kept. ``on_step`` as in :meth:`generate`. Returns a new stack."""
         stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
         if not isinstance(stack, LayerStack):
             raise InvalidInputError("the document must be a LayerStack or a file path")
@@ -254,9 +284,11 @@ class Studio:
                                        generator=torch.Generator().manual_seed(int(seed)))
         if negative_prompt:
             options["negative_prompt"] = negative_prompt
-        started = time.perf_counter()
-        made = editor(prompt, image=canvas, mask=mask, strength=strength, augment=augment,
-                      **options).images[0]
+        options.update(_step_hook(on_step, steps))
+        with self._lock:
+            started = time.perf_counter()
+            made = editor(prompt, image=canvas, mask=mask, strength=strength, augment=augment,
+                          **options).images[0]
         if made.size != stack.size:
             made = made.resize(stack.size, Image.LANCZOS)
         info = {"model": model, "prompt": prompt, "seed": int(seed), "steps": steps,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from layerstudio import Layer, LayerStack, presets
 from layerstudio.cli import main
-from layerstudio.errors import InvalidInputError
+from layerstudio.errors import Cancelled, InvalidInputError
 from layerstudio.studio import Studio
 
 
@@ -111,6 +111,39 @@ def test_studio_records_provenance(use_random_preset):
     assert stack.metadata["model"] == "tiny-layerdiffuse" and stack.metadata["seed"] == 1
     assert stack.metadata["steps"] == 2 and stack.metadata["seconds"] > 0
     assert studio.pipeline("tiny-layerdiffuse") is studio.pipeline("tiny-layerdiffuse")
+
+
+def test_studio_reports_steps_and_stops_when_asked(use_random_preset):
+    studio = Studio(device="cpu")
+    seen = []
+    studio.generate("a cat face", steps=3, seed=1, on_step=lambda *step: seen.append(step))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    def stop_at_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Cancelled("stopped")
+
+    with pytest.raises(Cancelled):
+        studio.generate("a cat face", steps=3, seed=1, on_step=stop_at_two)
+    # the pipeline is fine afterwards: the same seed gives the same layer as before
+    again = studio.generate("a cat face", steps=3, seed=1)
+    first = studio.generate("a cat face", steps=3, seed=1, on_step=lambda *_: None)
+    assert (again.layers[0].pixels == first.layers[0].pixels).all()
+    edited = []
+    studio.edit_layer(again, 0, "a dog face", strength=0.5, steps=4,
+                      on_step=lambda *step: edited.append(step))
+    assert edited == [(1, 2), (2, 2)]  # img2img runs strength x steps
+
+
+def test_one_studio_serves_threads_in_turn(use_random_preset):
+    from concurrent.futures import ThreadPoolExecutor
+
+    studio = Studio(device="cpu")
+    alone = studio.generate("a cat face", steps=2, seed=4).layers[0].pixels
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: studio.generate("a cat face", steps=2, seed=4),
+                                range(4)))
+    assert all((stack.layers[0].pixels == alone).all() for stack in results)
 
 
 @pytest.mark.parametrize("argv, message", [

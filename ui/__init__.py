@@ -1,1 +1,2 @@
-"""The Gradio web UI (installed as ``layerstudio.ui``). Not built yet; see README's roadmap."""
+"""The Gradio web UI (installed as ``layerstudio.ui``): ``layerstudio ui`` or
+:func:`layerstudio.ui.app.launch`. Needs the ``ui`` extra (``pip install layerstudio[ui]``)."""

@@ -1,0 +1,135 @@
+"""The web UI served for real and driven through ``gradio_client``: generate with a shipped
+tiny preset, change a layer, export a PSD, open it again; errors arrive as messages and two
+clients never see each other's documents."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from layerstudio import BlendMode, LayerStack
+from layerstudio.studio import Studio
+from layerstudio.ui.app import build_app, launch, theme
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = launch(port=free_port(), block=False, quiet=True, max_upload_mb=1)
+    yield app
+    app.close()
+
+
+def client(server) -> Client:
+    return Client(server.local_url, verbose=False, download_files=True)
+
+
+def generate(c: Client, prompt: str, mode: str = "fg", model: str = "tiny-layerdiffuse",
+             seed: int = 1, boxes: str = "", layout: str = "Type boxes", randomise=False):
+    return c.predict(prompt, "", mode, model, seed, randomise, 4, 4.0, 64, None, None, "",
+                     "", layout, boxes, None, 3, False, 1.0, api_name="/generate")
+
+
+def status(result) -> str:
+    return result[1]
+
+
+def test_generate_edit_export_and_reopen(server, tmp_path):
+    c = client(server)
+    result = generate(c, "a cat and a ball", mode="layers", model="tiny-art",
+                      boxes="4,8,28,28;30,28,28,28")
+    assert status(result).startswith("64x64 px · 4 layers · model tiny-art, seed 1, steps 4")
+    assert result[-1] == 1  # the seed that was used comes back
+    result = c.predict(1, api_name="/select_layer")
+    assert result[4]["value"] == "region 1"
+    c.predict("cat", "object", True, 50, "multiply", api_name="/set_layer")
+    result = c.predict(api_name="/duplicate")
+    assert status(result).split(" · ")[1] == "5 layers"
+    c.predict(api_name="/undo")
+    c.predict(api_name="/move_up")
+    exported = c.predict("PSD", api_name="/export")
+    assert exported.endswith("layerstudio-a-cat-and-a-ball.psd")
+    stack = LayerStack.load(exported)
+    assert [layer.name for layer in stack.layers] == \
+        ["background", "region 2", "cat", "merged (as generated)"]
+    cat = stack.layers[2]
+    assert cat.blend_mode is BlendMode.MULTIPLY and abs(cat.opacity - 0.5) < 1 / 255
+    assert not stack.layers[3].visible  # the model's own merge stays a hidden reference
+    reopened = c.predict(handle_file(exported), api_name="/open")
+    assert status(reopened).startswith("64x64 px · 4 layers")
+    assert [choice[0] for choice in reopened[3]["choices"]][1] == "2: cat"
+
+
+def test_regenerate_one_layer_keeps_the_others(server):
+    c = client(server)
+    generate(c, "a cat and a ball", mode="layers", model="tiny-art", boxes="4,8,28,28;30,28,28,28")
+    before = LayerStack.load(c.predict("ZIP", api_name="/export"))
+    c.predict(2, api_name="/select_layer")
+    result = c.predict("a red apple", 0.8, 5, False, "tiny-layerdiffuse",
+                       api_name="/regenerate_layer")
+    assert result[-1] == 5
+    after = LayerStack.load(c.predict("ZIP", api_name="/export"))
+    assert after.layers[2].provenance["edit"]["prompt"] == "a red apple"
+    for index in (0, 1, 3):
+        assert (after.layers[index].pixels == before.layers[index].pixels).all()
+
+
+def test_errors_are_messages_and_sessions_are_separate(server, tmp_path):
+    first, second = client(server), client(server)
+    with pytest.raises(AppError, match="the prompt is empty"):
+        generate(first, "   ")
+    with pytest.raises(AppError, match=r"box 1 \('1,2,3'\): a box is 4 numbers"):
+        generate(first, "a cat", mode="layers", model="tiny-art", boxes="1,2,3")
+    with pytest.raises(AppError, match="there is no document yet"):
+        first.predict("PSD", api_name="/export")
+    generate(first, "an apple", randomise=True)
+    with pytest.raises(AppError, match="there is no document yet"):
+        second.predict(api_name="/duplicate")  # the first client's document is not here
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024))
+    with pytest.raises(Exception, match=r"(?i)file.*(large|size)|413"):
+        second.predict(handle_file(str(big)), api_name="/open")  # over max_upload_mb=1
+
+
+def test_app_is_local_by_default_and_queues_model_work():
+    app = build_app(Studio(device="cpu"), concurrency=2)
+    generate_event = next(d for d in app.fns.values() if d.api_name == "generate")
+    assert generate_event.concurrency_limit == 2
+    assert generate_event.concurrency_id == "model"
+    assert app._queue.max_size == 64
+    assert launch.__defaults__[0] == "127.0.0.1"
+    fonts = theme().font
+    assert all("googleapis" not in str(getattr(font, "stylesheet", lambda: "")())
+               for font in fonts)
+
+
+def test_a_server_path_sent_as_a_file_is_refused(server):
+    import httpx
+
+    secret = {"path": __file__, "meta": {"_type": "gradio.FileData"}}
+    url = server.local_url
+    event = httpx.post(url + "gradio_api/call/open", json={"data": [secret]}).json()["event_id"]
+    with httpx.stream("GET", url + f"gradio_api/call/open/{event}") as reply:
+        lines = list(reply.iter_lines())
+    assert "event: error" in lines and "test_ui_app" not in "".join(lines)
+
+
+def test_ui_command_checks_its_options(capsys):
+    from layerstudio.cli import main
+
+    assert main(["ui", "--concurrency", "0"]) == 2
+    assert "--concurrency must be between 1 and 16" in capsys.readouterr().err
+    assert main(["ui", "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""The web UI in a real browser: Playwright drives Debian's chromium package (browsers cannot be
+downloaded here, so it is started through ``executable_path``), headless, with no sandbox (CI
+runs as root) and with background networking off (this machine has no outside network).
+
+Set LAYERSTUDIO_UI_SCREENSHOT=docs/images/ui.png to refresh the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+pytest.importorskip("gradio")
+pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import sync_playwright
+
+from layerstudio import LayerStack
+from layerstudio.ui.app import launch
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page():
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium package is not installed (.ci/setup installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = launch(port=port, block=False, quiet=True)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=CHROMIUM_FLAGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        tab.goto(app.local_url)
+        yield tab
+        browser.close()
+    app.close()
+
+
+def test_generate_see_layers_and_download_psd(page, tmp_path):
+    page.get_by_label("Prompt").fill("a cat and a ball")
+    page.get_by_label("Layers in boxes").check()
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "document.querySelector('#status')?.innerText.includes('4 layers')", timeout=60_000)
+    page.locator("#layers .caption-label").nth(3).wait_for(timeout=20_000)
+    captions = page.locator("#layers .caption-label").all_inner_texts()
+    assert captions == ["merged (as generated) (hidden)", "region 2", "region 1", "background"]
+    assert page.locator("#composite img").get_attribute("src").split("?")[0].endswith(".png")
+
+    page.locator("#layers .thumbnail-item").nth(3).click()  # select the background in the list
+    page.wait_for_function(
+        "document.querySelector('#layer-name textarea, #layer-name input')?.value"
+        " === 'background'", timeout=20_000)
+    name = page.locator("#layer-name textarea, #layer-name input").first
+    name.fill("sky")
+    name.press("Enter")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#layers .caption-label')].some(e => e.innerText"
+        " === 'sky')", timeout=20_000)
+
+    page.locator("#export").click()
+    link = page.locator("#download a").first
+    link.wait_for(timeout=30_000)
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "layerstudio-a-cat-and-a-ball.psd"
+    stack = LayerStack.load(saved)
+    assert [layer.name for layer in stack.layers] == \
+        ["sky", "region 1", "region 2", "merged (as generated)"]
+    if os.environ.get("LAYERSTUDIO_UI_SCREENSHOT"):
+        page.screenshot(path=os.environ["LAYERSTUDIO_UI_SCREENSHOT"], full_page=True)
+
+
+def test_bad_input_shows_a_message_not_a_traceback(page):
+    page.get_by_label("Layers in boxes").check()
+    page.locator("#boxes textarea, #boxes input").first.fill("1,2,3")
+    page.locator("#generate").click()
+    toast = page.locator(".toast-body").filter(has_text="a box is 4 numbers")
+    toast.first.wait_for(timeout=20_000)
+    assert "Traceback" not in page.content()

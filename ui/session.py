@@ -1,0 +1,127 @@
+"""One browser session's document: the open :class:`LayerStack`, the selected layer and undo.
+
+Plain Python with no Gradio in it, so every layer operation the UI offers is testable on its
+own. Operations never change a stack in place: each makes an edited copy and pushes the old one
+onto the undo history, so a failed operation leaves the document exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from layerstudio.blend import BlendMode
+from layerstudio.document import LayerStack
+from layerstudio.errors import InvalidInputError
+
+__all__ = ["UNDO_DEPTH", "Session"]
+
+UNDO_DEPTH = 20
+"""How many earlier versions of the document a session keeps for Undo."""
+
+
+@dataclass
+class Session:
+    """The document a user is working on. ``selected`` indexes ``stack.layers`` (0 = bottom),
+    or is None when there is nothing to select."""
+
+    stack: LayerStack | None = None
+    selected: int | None = None
+    history: list[tuple[LayerStack, int | None]] = field(default_factory=list)
+
+    # --- document ----------------------------------------------------------------------------
+    def require(self) -> LayerStack:
+        """The open document, or an error telling the user how to get one."""
+        if self.stack is None or not self.stack.layers:
+            raise InvalidInputError("there is no document yet: generate one or open a file")
+        return self.stack
+
+    def replace(self, stack: LayerStack, selected: int | None = None) -> None:
+        """Make ``stack`` the document (undoable); selects layer ``selected``, by default the
+        top visible one (pipelines put hidden reference layers on top)."""
+        if self.stack is not None:
+            self.history.append((self.stack, self.selected))
+            del self.history[:-UNDO_DEPTH]
+        self.stack = stack
+        top = len(stack.layers) - 1
+        if selected is None:
+            shown = [i for i, layer in enumerate(stack.layers) if layer.visible]
+            selected = shown[-1] if shown else top
+        self.selected = max(0, min(selected, top)) if stack.layers else None
+
+    def undo(self) -> None:
+        """Go back to the document before the last change."""
+        if not self.history:
+            raise InvalidInputError("nothing to undo")
+        self.stack, self.selected = self.history.pop()
+
+    def select(self, index: int) -> None:
+        """Select the layer at ``index`` (0 = bottom)."""
+        self.selected = self.require().index(int(index))
+
+    def current(self) -> int:
+        """The selected layer's index; an error when none is selected."""
+        stack = self.require()
+        if self.selected is None or not 0 <= self.selected < len(stack.layers):
+            raise InvalidInputError("select a layer first")
+        return self.selected
+
+    # --- layer operations (each one undoable) -----------------------------------------------
+    def set_properties(self, *, name: str, kind: str, visible: bool, opacity: float,
+                       blend_mode: str) -> None:
+        """Change the selected layer's name, kind, visibility, opacity (0-1) and blend mode."""
+        index = self.current()
+        layer = self.require().layers[index]
+        try:
+            changed = layer.copy(name=name, kind=kind, visible=visible, opacity=opacity,
+                                 blend_mode=BlendMode.parse(blend_mode))
+        except ValueError as exc:  # an unknown blend mode name
+            raise InvalidInputError(str(exc)) from None
+        same = all(getattr(changed, key) == getattr(layer, key)
+                   for key in ("name", "kind", "visible", "opacity", "blend_mode"))
+        if same:  # focus left the name box without a change: no undo step
+            return
+        stack = self.require().copy()
+        stack.layers[index] = changed
+        self.replace(stack, index)
+
+    def move(self, steps: int) -> None:
+        """Move the selected layer up (positive) or down (negative) the stack."""
+        index = self.current()
+        target = index + steps
+        if not 0 <= target < len(self.require().layers):
+            raise InvalidInputError("the layer is already at the " +
+                                    ("top" if steps > 0 else "bottom"))
+        stack = self.require().copy()
+        stack.move(index, target)
+        self.replace(stack, target)
+
+    def move_up(self) -> None:
+        """Move the selected layer one place up."""
+        self.move(1)
+
+    def move_down(self) -> None:
+        """Move the selected layer one place down."""
+        self.move(-1)
+
+    def duplicate(self) -> None:
+        """Copy the selected layer just above itself and select the copy."""
+        index = self.current()
+        stack = self.require().copy()
+        stack.duplicate(index)
+        self.replace(stack, index + 1)
+
+    def delete(self) -> None:
+        """Remove the selected layer; the one below (or the new bottom) is selected."""
+        index = self.current()
+        stack = self.require().copy()
+        if len(stack.layers) == 1:
+            raise InvalidInputError("cannot delete the only layer of the document")
+        stack.remove(index)
+        self.replace(stack, max(0, index - 1))
+
+    def merge_down(self) -> None:
+        """Merge the selected layer into the one below it, as Photoshop's Merge Down."""
+        index = self.current()
+        stack = self.require().copy()
+        stack.merge_down(index)
+        self.replace(stack, index - 1)
