@@ -51,7 +51,8 @@ def test_generate_edit_export_and_reopen(server, tmp_path):
     result = generate(c, "a cat and a ball", mode="layers", model="tiny-art",
                       boxes="4,8,28,28;30,28,28,28")
     assert status(result).startswith("64x64 px · 4 layers · model tiny-art, seed 1, steps 4")
-    assert result[-1] == 1  # the seed that was used comes back
+    assert result[-2] == 1  # the seed that was used comes back
+    assert result[-1].startswith("Made 4 layers in")
     result = c.predict(1, api_name="/select_layer")
     assert result[4]["value"] == "region 1"
     c.predict("cat", "object", True, 50, "multiply", api_name="/set_layer")
@@ -79,7 +80,7 @@ def test_regenerate_one_layer_keeps_the_others(server):
     c.predict(2, api_name="/select_layer")
     result = c.predict("a red apple", 0.8, 5, False, "tiny-layerdiffuse",
                        api_name="/regenerate_layer")
-    assert result[-1] == 5
+    assert result[-2] == 5 and result[-1].startswith("Regenerated 'region 2'")
     after = LayerStack.load(c.predict("ZIP", api_name="/export"))
     assert after.layers[2].provenance["edit"]["prompt"] == "a red apple"
     for index in (0, 1, 3):

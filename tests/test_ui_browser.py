@@ -90,3 +90,26 @@ def test_bad_input_shows_a_message_not_a_traceback(page):
     toast = page.locator(".toast-body").filter(has_text="a box is 4 numbers")
     toast.first.wait_for(timeout=20_000)
     assert "Traceback" not in page.content()
+
+
+def test_stop_ends_a_long_run_and_keeps_the_document(page):
+    page.get_by_label("Transparent layer").check()
+    page.get_by_text("Settings").click()
+    for label, value in (("number input for Steps", "100"),):
+        page.locator(f"input[aria-label='{label}']").fill(value)
+        page.locator(f"input[aria-label='{label}']").press("Enter")
+    size = page.get_by_label("Size (px)")
+    size.fill("256")
+    size.press("Enter")
+    before = page.locator("#status").inner_text()
+    page.locator("#generate").click()
+    page.wait_for_function(  # the progress bar counts steps on the notice line
+        "document.querySelector('#generate-notice')?.innerText.includes('/100')",
+        timeout=30_000)
+    page.locator("#stop").click()
+    page.wait_for_function(
+        "document.querySelector('#generate-notice')?.innerText.includes('stopped at step')",
+        timeout=30_000)
+    notice = page.locator("#generate-notice").inner_text()
+    assert "Generating stopped at step" in notice and "of 100" in notice
+    assert page.locator("#status").inner_text() == before

@@ -186,7 +186,8 @@ def test_previews_show_the_document():
 
 def test_stop_flag_cancels_at_the_next_step():
     flags = StopFlags()
-    flag = flags.start("session-a")
+    flag = flags.arm("session-a")
+    assert flags.take("session-a") is flag  # the run takes the flag Generate armed
     seen = []
     on_step = flags.step_callback(flag, lambda value, **_: seen.append(value), "generating")
     on_step(1, 10)
@@ -195,7 +196,10 @@ def test_stop_flag_cancels_at_the_next_step():
     with pytest.raises(Cancelled, match="stopped at step 2 of 10"):
         on_step(2, 10)
     assert seen == [(1, 10)]
-    newer = flags.start("session-a")
+    newer = flags.arm("session-a")
     flags.finish("session-a", flag)  # an old run ending does not drop the newer flag
     assert flags.stop("session-a") and newer.is_set()
-    assert isinstance(newer, threading.Event)
+    flags.finish("session-a", newer)
+    assert not flags.stop("session-a")  # nothing running: nothing to stop
+    fresh = flags.take("session-c")  # a direct API call gets a flag of its own
+    assert isinstance(fresh, threading.Event) and not fresh.is_set()

@@ -22,7 +22,7 @@ from layerstudio.presets import PRESETS, get_preset, is_available
 from layerstudio.studio import MODE_MODELS, MODES, Studio
 
 from .layers_panel import DocumentView
-from .runs import StopFlags, friendly, wire_stop
+from .runs import StopFlags, friendly, wire_run
 from .session import Session
 
 __all__ = ["LAYOUT_SOURCES", "MODE_LABELS", "build_generate_tab", "models_for",
@@ -166,6 +166,7 @@ def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
     with gr.Row():
         start = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    notice = gr.Markdown("", elem_id="generate-notice", min_height=48)
 
     def mode_changed(chosen: str) -> tuple[Any, ...]:
         names = models_for(chosen)
@@ -197,23 +198,26 @@ def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
             background=background_file, foreground=foreground_file, foreground_prompt=front,
             background_prompt=back, layout=source, boxes=typed, sketch=drawing,
             regions=count, augment=cleaner, stop_at=until)
-        flag = flags.start(request.session_hash)
-        progress(0, desc="loading the model")
+        flag = flags.take(request.session_hash)
         try:
+            if flag.is_set():
+                raise Cancelled("generating stopped before it started")
+            progress(0, desc="loading the model")
             stack = studio.generate(**arguments, on_step=flags.step_callback(
                 flag, progress, "generating"))
         except Cancelled as exc:
-            gr.Info(str(exc))
-            return (*view.render(session), arguments["seed"])
+            return (*view.render(session), arguments["seed"],
+                    f"{str(exc).capitalize()}; the document is unchanged.")
         finally:
             flags.finish(request.session_hash, flag)
         session.replace(stack)
-        return (*view.render(session), arguments["seed"])
+        count = len(stack.layers)
+        return (*view.render(session), arguments["seed"],
+                f"Made {count} layer{'' if count == 1 else 's'} in "
+                f"{stack.metadata.get('seconds', 0):.1f} s (seed {arguments['seed']}).")
 
-    event = start.click(
-        generate, [view.state, prompt, negative, mode, model, seed, randomise, steps, guidance,
-                   size, background, foreground, foreground_prompt, background_prompt, layout,
-                   boxes, sketch, regions, augment, stop_at],
-        [*view.outputs, seed], api_name="generate", concurrency_limit=concurrency,
-        concurrency_id="model")
-    wire_stop(stop, flags, [event])
+    wire_run(start, stop, flags, generate,
+             [view.state, prompt, negative, mode, model, seed, randomise, steps, guidance, size,
+              background, foreground, foreground_prompt, background_prompt, layout, boxes,
+              sketch, regions, augment, stop_at],
+             [*view.outputs, seed, notice], notice, "generate", concurrency)

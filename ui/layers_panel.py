@@ -23,7 +23,7 @@ from layerstudio.errors import Cancelled, InvalidInputError
 from layerstudio.presets import PRESETS, is_available
 from layerstudio.studio import Studio
 
-from .runs import StopFlags, friendly, wire_stop
+from .runs import StopFlags, friendly, wire_run
 from .session import Session
 from .views import layer_list, preview, status_line
 
@@ -136,7 +136,8 @@ def build_document_view() -> DocumentView:
                          elem_id="composite", buttons=["download", "fullscreen"], **hidden),
         status=gr.Markdown(status_line(None), elem_id="status", **hidden),
         layers=gr.Gallery(label="Layers (top first; click one to select it)", format="png",
-                          columns=4, height=220, allow_preview=False, object_fit="contain",
+                          columns=4, fit_columns=False, height=220, allow_preview=False,
+                          object_fit="contain",
                           elem_id="layers", interactive=False, **hidden),
         picker=gr.Dropdown(label="Selected layer", choices=[], elem_id="picker", scale=2,
                            **hidden),
@@ -192,17 +193,20 @@ def wire_layer_operations(view: DocumentView) -> None:
         run.__name__ = method
         return run
 
-    view.picker.input(select, [view.state, view.picker], view.outputs, api_name="select_layer")
-    view.layers.select(select_thumbnail, [view.state], view.outputs, api_name=False)
+    quick = {"show_progress": "hidden"}  # instant: no spinner, and an error stays a toast
+    view.picker.input(select, [view.state, view.picker], view.outputs, api_name="select_layer",
+                      **quick)
+    view.layers.select(select_thumbnail, [view.state], view.outputs, api_name=False, **quick)
     properties = [view.state, view.name, view.kind, view.visible, view.opacity, view.blend]
-    view.name.submit(set_properties, properties, view.outputs, api_name="set_layer")
+    view.name.submit(set_properties, properties, view.outputs, api_name="set_layer", **quick)
     for control in (view.kind, view.visible, view.blend):
-        control.input(set_properties, properties, view.outputs, api_name=False)
-    view.opacity.release(set_properties, properties, view.outputs, api_name=False)
+        control.input(set_properties, properties, view.outputs, api_name=False, **quick)
+    view.opacity.release(set_properties, properties, view.outputs, api_name=False, **quick)
     for label, method in (("Move up", "move_up"), ("Move down", "move_down"),
                           ("Duplicate", "duplicate"), ("Merge down", "merge_down"),
                           ("Delete", "delete"), ("Undo", "undo")):
-        buttons[label].click(operation(method), [view.state], view.outputs, api_name=method)
+        buttons[label].click(operation(method), [view.state], view.outputs, api_name=method,
+                             **quick)
 
 
 def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,
@@ -223,6 +227,7 @@ def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,
         with gr.Row():
             start = gr.Button("Regenerate layer", variant="primary", elem_id="regenerate")
             stop = gr.Button("Stop", variant="stop")
+        notice = gr.Markdown("", elem_id="regenerate-notice", min_height=48)
 
     @friendly
     def regenerate(session: Session | None, text: str, amount: float, number: float | None,
@@ -233,23 +238,26 @@ def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,
         if not preset:
             raise InvalidInputError("no model that can edit transparent layers is installed")
         used = secrets.randbelow(2**31) if fresh or number is None else int(number)
-        flag = flags.start(request.session_hash)
+        flag = flags.take(request.session_hash)
         try:
+            if flag.is_set():
+                raise Cancelled("regenerating stopped before it started")
             edited = studio.edit_layer(
                 session.require(), index, text, strength=float(amount), model=preset,
                 seed=used, on_step=flags.step_callback(flag, progress, "regenerating"))
         except Cancelled as exc:
-            gr.Info(str(exc))
-            return (*render(session), used)
+            return (*render(session), used, f"{str(exc).capitalize()}; the layer is unchanged.")
         finally:
             flags.finish(request.session_hash, flag)
         session.replace(edited, index)
-        return (*render(session), used)
+        seconds = edited.layers[index].provenance["edit"]["seconds"]
+        return (*render(session), used,
+                f"Regenerated {edited.layers[index].name!r} in {seconds:.1f} s (seed {used}); "
+                "the other layers are as they were.")
 
-    event = start.click(regenerate, [view.state, prompt, strength, seed, randomise, model],
-                        [*view.outputs, seed], api_name="regenerate_layer",
-                        concurrency_limit=concurrency, concurrency_id="model")
-    wire_stop(stop, flags, [event])
+    wire_run(start, stop, flags, regenerate,
+             [view.state, prompt, strength, seed, randomise, model],
+             [*view.outputs, seed, notice], notice, "regenerate_layer", concurrency)
 
 
 def wire_export(view: DocumentView, folder: Path) -> None:
@@ -264,4 +272,5 @@ def wire_export(view: DocumentView, folder: Path) -> None:
     def export(session: Session | None, chosen: str) -> str:
         return str(export_document((session or Session()).require(), chosen, folder))
 
-    button.click(export, [view.state, fmt], download, api_name="export")
+    button.click(export, [view.state, fmt], download, api_name="export",
+                 show_progress_on=[download])

@@ -57,4 +57,5 @@ def build_open_tab(view: DocumentView) -> None:
         session.replace(stack)
         return view.render(session)
 
-    upload.upload(open_file, [view.state, upload], view.outputs, api_name="open")
+    upload.upload(open_file, [view.state, upload], view.outputs, api_name="open",
+                  show_progress_on=[view.status])

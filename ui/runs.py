@@ -1,9 +1,15 @@
 """Running model work for the UI: progress, Stop, and errors as messages.
 
-Gradio's own ``cancels=`` drops a queued event and stops waiting for a running one, but it
-cannot stop a thread that is inside a diffusion loop. So every run also gets a stop flag keyed
-by the browser session; the Studio's per-step callback checks it and raises
-:class:`~layerstudio.errors.Cancelled`, which ends the loop at the next step.
+A Stop must end a diffusion loop that is running in a worker thread, which Gradio's own
+``cancels=`` cannot do (it only stops waiting for it, and marks every output with an error
+badge). So each run has a stop flag keyed by the browser session: Generate first *arms* a flag
+(an unqueued step, so Stop works while the run still waits in the queue), the run takes it, and
+the Studio's per-step callback raises :class:`~layerstudio.errors.Cancelled` once it is set.
+The run then returns the document unchanged with a "stopped" notice.
+
+Failures are messages too: :func:`friendly` turns them into Gradio's error toast, and the
+events show progress only on their own notice line (``show_progress_on``) or not at all, so an
+error never covers the document with badges.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from layerstudio.errors import Cancelled, LayerStudioError
+from layerstudio.errors import LayerStudioError
 
-__all__ = ["StopFlags", "friendly", "wire_stop"]
+__all__ = ["StopFlags", "friendly", "wire_run"]
 
 log = logging.getLogger("layerstudio.ui")
 
@@ -46,18 +52,25 @@ def friendly(handler: Handler) -> Handler:
 
 
 class StopFlags:
-    """One stop flag per browser session, for the run that session has going."""
+    """One stop flag per browser session, for the newest run that session started."""
 
     def __init__(self) -> None:
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def start(self, session: str) -> threading.Event:
-        """A fresh flag for a new run of ``session`` (an earlier Stop does not carry over)."""
+    def arm(self, session: str) -> threading.Event:
+        """A fresh flag for a run ``session`` is starting (an earlier Stop does not carry
+        over)."""
         flag = threading.Event()
         with self._lock:
             self._flags[session] = flag
         return flag
+
+    def take(self, session: str) -> threading.Event:
+        """The flag armed for this run, or a fresh one (API clients call the run directly)."""
+        with self._lock:
+            flag = self._flags.get(session)
+        return flag if flag is not None else self.arm(session)
 
     def stop(self, session: str) -> bool:
         """Ask ``session``'s run to stop; False when it has none going."""
@@ -74,9 +87,11 @@ class StopFlags:
             if self._flags.get(session) is flag:
                 del self._flags[session]
 
-    def step_callback(self, flag: threading.Event, progress: Callable[..., Any],
+    @staticmethod
+    def step_callback(flag: threading.Event, progress: Callable[..., Any],
                       what: str) -> Callable[[int, int], None]:
         """A Studio ``on_step`` that moves the progress bar and honours Stop."""
+        from layerstudio.errors import Cancelled
 
         def on_step(done: int, total: int) -> None:
             if flag.is_set():
@@ -86,12 +101,21 @@ class StopFlags:
         return on_step
 
 
-def wire_stop(button: gr.Button, flags: StopFlags, runs: list[Any]) -> None:
-    """Make ``button`` stop this session's run: queued events are dropped by Gradio, a running
-    diffusion loop ends at its next step through the session's flag."""
+def wire_run(start: gr.Button, stop: gr.Button, flags: StopFlags, run: Callable[..., Any],
+             inputs: list[Any], outputs: list[Any], notice: gr.Markdown, api_name: str,
+             concurrency: int) -> None:
+    """``start`` arms the session's flag, then queues ``run`` (at most ``concurrency`` model
+    runs at once, shared by every model event) with its progress on ``notice``; ``stop``
+    sets the flag."""
 
-    def stop(request: gr.Request) -> None:
+    def arm(request: gr.Request) -> None:
+        flags.arm(request.session_hash)
+
+    def stop_run(request: gr.Request) -> None:
         if flags.stop(request.session_hash):
             gr.Info("Stopping after the current step")
 
-    button.click(stop, None, None, cancels=runs, api_name=False, queue=False)
+    start.click(arm, None, None, queue=False, api_name=False).then(
+        run, inputs, outputs, api_name=api_name, concurrency_limit=concurrency,
+        concurrency_id="model", show_progress_on=[notice])
+    stop.click(stop_run, None, None, api_name=False)  # queued: its message needs the queue
