@@ -83,6 +83,26 @@ def test_generate_see_layers_and_download_psd(page, tmp_path):
         page.screenshot(path=os.environ["LAYERSTUDIO_UI_SCREENSHOT"], full_page=True)
 
 
+def test_a_drawn_region_becomes_a_layer(page):
+    page.get_by_label("Layers in boxes").check()
+    page.get_by_label("Draw regions").check()
+    page.get_by_role("button", name="Brush").click()
+    box = page.locator("canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 60, y - 60)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x - 60 + 6 * i, y - 60 + 5 * i)
+    page.mouse.up()
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "document.querySelector('#status')?.innerText.includes('3 layers')", timeout=60_000)
+    page.locator("#layers .caption-label").nth(2).wait_for(timeout=20_000)
+    assert page.locator("#layers .caption-label").all_inner_texts() == \
+        ["merged (as generated) (hidden)", "region 1", "background"]
+    page.get_by_label("Type boxes").check()
+
+
 def test_bad_input_shows_a_message_not_a_traceback(page):
     page.get_by_label("Layers in boxes").check()
     page.locator("#boxes textarea, #boxes input").first.fill("1,2,3")

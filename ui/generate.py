@@ -142,8 +142,8 @@ def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         layout = gr.Radio(list(LAYOUT_SOURCES), value="Type boxes", label="Layout")
         boxes = gr.Textbox(label="Boxes: x,y,w,h in canvas pixels, ';' between regions",
                            value="4,8,28,28;30,28,28,28", elem_id="boxes")
-        sketch = gr.Sketchpad(label="Draw each region in its own colour (bottom layer = "
-                              "largest)", canvas_size=(SKETCH_SIDE, SKETCH_SIDE),
+        sketch = gr.Sketchpad(label="One brush colour a region (pick the brush first)",
+                              canvas_size=(SKETCH_SIDE, SKETCH_SIDE),
                               brush=gr.Brush(colors=BRUSH_COLOURS, default_size=24),
                               type="numpy", image_mode="RGBA", format="png", visible=False)
         regions = gr.Slider(1, 20, value=3, step=1, label="Regions (placed automatically)",

@@ -143,14 +143,14 @@ def build_document_view() -> DocumentView:
                            **hidden),
         name=gr.Textbox(label="Name", interactive=False, elem_id="layer-name", scale=2,
                         info="Enter to rename", **hidden),
-        kind=gr.Dropdown(label="Kind", choices=list(KNOWN_KINDS), allow_custom_value=True,
-                         interactive=False, **hidden),
+        kind=gr.Dropdown(label="Kind", choices=list(KNOWN_KINDS), value=None,
+                         allow_custom_value=True, interactive=False, **hidden),
         visible=gr.Checkbox(label="Visible", interactive=False, elem_id="layer-visible",
                             **hidden),
         opacity=gr.Slider(0, 100, step=1, label="Opacity %", interactive=False,
                           elem_id="layer-opacity", **hidden),
-        blend=gr.Dropdown(label="Blend mode", choices=BLEND_MODES, interactive=False,
-                          elem_id="layer-blend", **hidden))
+        blend=gr.Dropdown(label="Blend mode", choices=BLEND_MODES, value=None,
+                          interactive=False, elem_id="layer-blend", **hidden))
 
 
 def wire_layer_operations(view: DocumentView) -> None:
