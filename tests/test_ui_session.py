@@ -41,6 +41,7 @@ def test_operations_edit_copies_and_undo_restores_each_step():
     assert (hero.name, hero.visible, hero.opacity, hero.blend_mode) == \
         ("hero 2", False, 0.25, BlendMode.MULTIPLY)
     assert original.layers[2].name == "hero"  # never edited in place
+    assert session.require().layers[0] is original.layers[0]  # unchanged layers are shared
     session.move_up()
     assert names(session)[3] == "hero 2" and session.selected == 3
     session.duplicate()

@@ -37,8 +37,9 @@ EXPORT_LIFETIME_S = 3600
 
 
 def editing_models() -> list[str]:
-    """Presets that can regenerate a transparent layer (text-to-transparent with an encoder)
-    and whose files are on this machine."""
+    """Presets that can regenerate a transparent layer (LayerDiffuse text-to-transparent ones;
+    ``Studio.edit_layer`` says so clearly if one lacks the transparent encoder) and whose
+    files are on this machine."""
     return [name for name, preset in PRESETS.items()
             if preset.mode == "fg" and "latent_transparency" in preset.loader
             and is_available(preset)]
@@ -69,7 +70,8 @@ def export_document(stack: LayerStack, fmt: str, folder: Path) -> Path:
 
 @dataclass
 class DocumentView:
-    """The components that show the document, and the handlers that edit it."""
+    """The components that show the document; the ``wire_*`` functions below add the controls
+    that change it."""
 
     state: gr.State
     preview: gr.Image

@@ -1,22 +1,35 @@
 """One browser session's document: the open :class:`LayerStack`, the selected layer and undo.
 
 Plain Python with no Gradio in it, so every layer operation the UI offers is testable on its
-own. Operations never change a stack in place: each makes an edited copy and pushes the old one
-onto the undo history, so a failed operation leaves the document exactly as it was.
+own. Operations never change a stack or a layer in place: each edits a working copy whose layer
+list is new but whose unchanged layers are shared, and pushes the old stack onto the undo
+history. So a failed operation leaves the document exactly as it was, and an undo step costs a
+list, not a copy of every layer's pixels.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from layerstudio.blend import BlendMode
 from layerstudio.document import LayerStack
 from layerstudio.errors import InvalidInputError
 
-__all__ = ["UNDO_DEPTH", "Session"]
+__all__ = ["UNDO_DEPTH", "Session", "working_copy"]
 
 UNDO_DEPTH = 20
 """How many earlier versions of the document a session keeps for Undo."""
+
+
+def working_copy(stack: LayerStack) -> LayerStack:
+    """A stack to edit by replacing, inserting or removing layers: new list, group table and
+    metadata; the layers themselves shared with ``stack`` (never edit one in place)."""
+    edited = copy.copy(stack)
+    edited.layers = list(stack.layers)
+    edited.groups = dict(stack.groups)
+    edited.metadata = dict(stack.metadata)
+    return edited
 
 
 @dataclass
@@ -80,7 +93,7 @@ class Session:
                    for key in ("name", "kind", "visible", "opacity", "blend_mode"))
         if same:  # focus left the name box without a change: no undo step
             return
-        stack = self.require().copy()
+        stack = working_copy(self.require())
         stack.layers[index] = changed
         self.replace(stack, index)
 
@@ -91,7 +104,7 @@ class Session:
         if not 0 <= target < len(self.require().layers):
             raise InvalidInputError("the layer is already at the " +
                                     ("top" if steps > 0 else "bottom"))
-        stack = self.require().copy()
+        stack = working_copy(self.require())
         stack.move(index, target)
         self.replace(stack, target)
 
@@ -106,14 +119,14 @@ class Session:
     def duplicate(self) -> None:
         """Copy the selected layer just above itself and select the copy."""
         index = self.current()
-        stack = self.require().copy()
+        stack = working_copy(self.require())
         stack.duplicate(index)
         self.replace(stack, index + 1)
 
     def delete(self) -> None:
         """Remove the selected layer; the one below (or the new bottom) is selected."""
         index = self.current()
-        stack = self.require().copy()
+        stack = working_copy(self.require())
         if len(stack.layers) == 1:
             raise InvalidInputError("cannot delete the only layer of the document")
         stack.remove(index)
@@ -122,6 +135,6 @@ class Session:
     def merge_down(self) -> None:
         """Merge the selected layer into the one below it, as Photoshop's Merge Down."""
         index = self.current()
-        stack = self.require().copy()
+        stack = working_copy(self.require())
         stack.merge_down(index)
         self.replace(stack, index - 1)
