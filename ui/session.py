@@ -85,8 +85,8 @@ class Session:
         index = self.current()
         layer = self.require().layers[index]
         try:
-            changed = layer.copy(name=name, kind=kind, visible=visible, opacity=opacity,
-                                 blend_mode=BlendMode.parse(blend_mode))
+            changed = layer.copy(pixels=layer.pixels, name=name, kind=kind, visible=visible,
+                                 opacity=opacity, blend_mode=BlendMode.parse(blend_mode))
         except ValueError as exc:  # an unknown blend mode name
             raise InvalidInputError(str(exc)) from None
         same = all(getattr(changed, key) == getattr(layer, key)
