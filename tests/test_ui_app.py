@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
 import pytest
 
 pytest.importorskip("gradio")
@@ -73,18 +74,39 @@ def test_generate_edit_export_and_reopen(server, tmp_path):
     assert [choice[0] for choice in reopened[3]["choices"]][1] == "2: cat"
 
 
-def test_regenerate_one_layer_keeps_the_others(server):
+def test_regenerate_one_layer_keeps_the_others(server, tmp_path):
+    from PIL import Image
+
+    from layerstudio.preview import placed
+
     c = client(server)
     generate(c, "a cat and a ball", mode="layers", model="tiny-art", boxes="4,8,28,28;30,28,28,28")
     before = LayerStack.load(c.predict("ZIP", api_name="/export"))
     c.predict(2, api_name="/select_layer")
-    result = c.predict("a red apple", 0.8, 5, False, "tiny-layerdiffuse",
+    result = c.predict("a red apple", 0.8, 5, False, "tiny-layerdiffuse", None,
                        api_name="/regenerate_layer")
-    assert result[-2] == 5 and result[-1].startswith("Regenerated 'region 2'")
+    assert result[-2] == 5 and result[-1].startswith("Regenerated 'region 2' (the whole layer)")
     after = LayerStack.load(c.predict("ZIP", api_name="/export"))
     assert after.layers[2].provenance["edit"]["prompt"] == "a red apple"
     for index in (0, 1, 3):
         assert (after.layers[index].pixels == before.layers[index].pixels).all()
+
+    # a painted mask over the left half (the painting is the canvas enlarged 6x): the right
+    # half of the layer, alpha included, stays exactly as it was
+    paint = np.zeros((384, 384, 4), np.uint8)
+    paint[:, :192] = (255, 0, 255, 255)
+    Image.fromarray(paint).save(tmp_path / "paint.png")
+    Image.new("RGB", (384, 384)).save(tmp_path / "background.png")
+    painting = {"background": handle_file(str(tmp_path / "background.png")),
+                "layers": [handle_file(str(tmp_path / "paint.png"))],
+                "composite": handle_file(str(tmp_path / "background.png")), "id": None}
+    result = c.predict("a blue ball", 1.0, 6, False, "tiny-layerdiffuse", painting,
+                       api_name="/regenerate_layer")
+    assert "(inside the painted mask)" in result[-1]
+    masked = LayerStack.load(c.predict("ZIP", api_name="/export"))
+    old = np.asarray(placed(after, after.layers[2]))
+    new = np.asarray(placed(masked, masked.layers[2]))
+    assert (new[:, 32:] == old[:, 32:]).all() and (new[:, :32] != old[:, :32]).any()
 
 
 def test_errors_are_messages_and_sessions_are_separate(server, tmp_path):

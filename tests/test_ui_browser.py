@@ -83,17 +83,22 @@ def test_generate_see_layers_and_download_psd(page, tmp_path):
         page.screenshot(path=os.environ["LAYERSTUDIO_UI_SCREENSHOT"], full_page=True)
 
 
+def stroke(page, editor: str) -> None:
+    """Pick the brush of the image editor ``editor`` and draw a short diagonal stroke."""
+    page.locator(editor).get_by_role("button", name="Brush").first.click()
+    box = page.locator(f"{editor} canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x - 40 + 5 * i, y - 40 + 4 * i)
+    page.mouse.up()
+
+
 def test_a_drawn_region_becomes_a_layer(page):
     page.get_by_label("Layers in boxes").check()
     page.get_by_label("Draw regions").check()
-    page.get_by_role("button", name="Brush").click()
-    box = page.locator("canvas").first.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x - 60, y - 60)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x - 60 + 6 * i, y - 60 + 5 * i)
-    page.mouse.up()
+    stroke(page, "#sketch")
     page.locator("#generate").click()
     page.wait_for_function(
         "document.querySelector('#status')?.innerText.includes('3 layers')", timeout=60_000)
@@ -101,6 +106,18 @@ def test_a_drawn_region_becomes_a_layer(page):
     assert page.locator("#layers .caption-label").all_inner_texts() == \
         ["merged (as generated) (hidden)", "region 1", "background"]
     page.get_by_label("Type boxes").check()
+
+
+def test_regenerate_inside_a_painted_mask(page):
+    page.get_by_text("Regenerate the selected layer").click()
+    page.locator("#mask-load").click()
+    stroke(page, "#mask")
+    page.locator("#regen-prompt textarea").fill("a red apple")
+    page.locator("#regenerate").click()
+    page.wait_for_function(
+        "document.querySelector('#regenerate-notice')?.innerText.includes('Regenerated')",
+        timeout=60_000)
+    assert "(inside the painted mask)" in page.locator("#regenerate-notice").inner_text()
 
 
 def test_bad_input_shows_a_message_not_a_traceback(page):

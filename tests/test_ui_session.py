@@ -14,6 +14,7 @@ from layerstudio import BlendMode, LayerStack
 from layerstudio.errors import Cancelled, InvalidInputError
 from layerstudio.ui.generate import models_for, studio_arguments
 from layerstudio.ui.layers_panel import EXPORT_FORMATS, export_document
+from layerstudio.ui.mask import mask_canvas, painted_mask
 from layerstudio.ui.open_tab import open_document
 from layerstudio.ui.runs import StopFlags
 from layerstudio.ui.session import UNDO_DEPTH, Session
@@ -183,6 +184,19 @@ def test_previews_show_the_document():
     assert [caption for _, caption in items][:2] == ["top", "hidden one (hidden)"]
     assert status_line(stack).startswith("40x30 px · 5 layers · seed 0")
     assert status_line(None).startswith("No document yet")
+
+
+def test_painted_mask_is_scaled_to_the_canvas_and_empty_means_whole_layer():
+    stack = sample_stack()  # 40x30 canvas, shown 9x as 360x270
+    canvas = mask_canvas(stack, 0)
+    assert canvas.size == (360, 270) and canvas.mode == "RGB"
+    stroke = np.zeros((270, 360, 4), np.uint8)
+    stroke[90:180, 180:360, 3] = 255  # rows 10-20, columns 20-40 of the canvas
+    mask = painted_mask({"background": None, "layers": [stroke]}, stack.size)
+    assert mask.shape == (30, 40) and mask[10:20, 20:].min() == 255
+    assert mask[:10].max() == 0 and mask[:, :20].max() == 0
+    assert painted_mask({"layers": [np.zeros((270, 360, 4), np.uint8)]}, stack.size) is None
+    assert painted_mask(None, stack.size) is None
 
 
 def test_stop_flag_cancels_at_the_next_step():

@@ -145,7 +145,8 @@ def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         sketch = gr.Sketchpad(label="One brush colour a region (pick the brush first)",
                               canvas_size=(SKETCH_SIDE, SKETCH_SIDE),
                               brush=gr.Brush(colors=BRUSH_COLOURS, default_size=24),
-                              type="numpy", image_mode="RGBA", format="png", visible=False)
+                              type="numpy", image_mode="RGBA", format="png", visible=False,
+                              elem_id="sketch")
         regions = gr.Slider(1, 20, value=3, step=1, label="Regions (placed automatically)",
                             visible=False)
     with gr.Row():
@@ -198,18 +199,14 @@ def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
             background=background_file, foreground=foreground_file, foreground_prompt=front,
             background_prompt=back, layout=source, boxes=typed, sketch=drawing,
             regions=count, augment=cleaner, stop_at=until)
-        flag = flags.take(request.session_hash)
         try:
-            if flag.is_set():
-                raise Cancelled("generating stopped before it started")
-            progress(0, desc="loading the model")
-            stack = studio.generate(**arguments, on_step=flags.step_callback(
-                flag, progress, "generating"))
+            with flags.running(request.session_hash, "generating") as flag:
+                progress(0, desc="loading the model")
+                stack = studio.generate(**arguments, on_step=flags.step_callback(
+                    flag, progress, "generating"))
         except Cancelled as exc:
             return (*view.render(session), arguments["seed"],
                     f"{str(exc).capitalize()}; the document is unchanged.")
-        finally:
-            flags.finish(request.session_hash, flag)
         session.replace(stack)
         count = len(stack.layers)
         return (*view.render(session), arguments["seed"],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from layerstudio.blend import BlendMode
 from layerstudio.document import KNOWN_KINDS, LayerStack
@@ -23,6 +24,7 @@ from layerstudio.errors import Cancelled, InvalidInputError
 from layerstudio.presets import PRESETS, is_available
 from layerstudio.studio import Studio
 
+from .mask import mask_canvas, painted_mask
 from .runs import StopFlags, friendly, wire_run
 from .session import Session
 from .views import layer_list, preview, status_line
@@ -227,38 +229,55 @@ def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,
             model = gr.Dropdown(choices=models, value=models[0] if models else None,
                                 label="Model")
         with gr.Row():
+            paint = gr.Button("Paint where it may change", size="sm", elem_id="mask-load")
+            clear = gr.Button("Whole layer (clear the painting)", size="sm")
+        painting = gr.ImageEditor(
+            label="Mask: paint over the part to redo; unpainted pixels stay exactly as they "
+                  "are", type="numpy", image_mode="RGBA", sources=[], transforms=[],
+            layers=False, format="png", elem_id="mask",
+            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=24))
+        with gr.Row():
             start = gr.Button("Regenerate layer", variant="primary", elem_id="regenerate")
             stop = gr.Button("Stop", variant="stop")
         notice = gr.Markdown("", elem_id="regenerate-notice", min_height=48)
 
     @friendly
+    def load_painting(session: Session | None) -> dict[str, Any]:
+        session = session or Session()
+        background = np.asarray(mask_canvas(session.require(), session.current()))
+        return {"background": background, "layers": [], "composite": background}
+
+    paint.click(load_painting, [view.state], painting, api_name=False,
+                show_progress="hidden")
+    clear.click(lambda: None, None, painting, api_name=False, show_progress="hidden")
+
+    @friendly
     def regenerate(session: Session | None, text: str, amount: float, number: float | None,
-                   fresh: bool, preset: str | None, request: gr.Request,
+                   fresh: bool, preset: str | None, drawn: Any, request: gr.Request,
                    progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         session = session or Session()
         index = session.current()
         if not preset:
             raise InvalidInputError("no model that can edit transparent layers is installed")
+        mask = painted_mask(drawn, session.require().size)
         used = secrets.randbelow(2**31) if fresh or number is None else int(number)
-        flag = flags.take(request.session_hash)
         try:
-            if flag.is_set():
-                raise Cancelled("regenerating stopped before it started")
-            edited = studio.edit_layer(
-                session.require(), index, text, strength=float(amount), model=preset,
-                seed=used, on_step=flags.step_callback(flag, progress, "regenerating"))
+            with flags.running(request.session_hash, "regenerating") as flag:
+                edited = studio.edit_layer(
+                    session.require(), index, text, mask=mask, strength=float(amount),
+                    model=preset, seed=used,
+                    on_step=flags.step_callback(flag, progress, "regenerating"))
         except Cancelled as exc:
             return (*render(session), used, f"{str(exc).capitalize()}; the layer is unchanged.")
-        finally:
-            flags.finish(request.session_hash, flag)
         session.replace(edited, index)
         seconds = edited.layers[index].provenance["edit"]["seconds"]
+        where = "inside the painted mask" if mask is not None else "the whole layer"
         return (*render(session), used,
-                f"Regenerated {edited.layers[index].name!r} in {seconds:.1f} s (seed {used}); "
-                "the other layers are as they were.")
+                f"Regenerated {edited.layers[index].name!r} ({where}) in {seconds:.1f} s "
+                f"(seed {used}); the other layers are as they were.")
 
     wire_run(start, stop, flags, regenerate,
-             [view.state, prompt, strength, seed, randomise, model],
+             [view.state, prompt, strength, seed, randomise, model, painting],
              [*view.outputs, seed, notice], notice, "regenerate_layer", concurrency)
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import gradio as gr
 
-from layerstudio.errors import LayerStudioError
+from layerstudio.errors import Cancelled, LayerStudioError
 
 __all__ = ["StopFlags", "friendly", "wire_run"]
 
@@ -87,11 +88,22 @@ class StopFlags:
             if self._flags.get(session) is flag:
                 del self._flags[session]
 
+    @contextmanager
+    def running(self, session: str, what: str) -> Iterator[threading.Event]:
+        """Take the session's flag for a run, refuse to start if Stop came while it was
+        queued, and forget the flag when the run ends."""
+        flag = self.take(session)
+        try:
+            if flag.is_set():
+                raise Cancelled(f"{what} stopped before it started")
+            yield flag
+        finally:
+            self.finish(session, flag)
+
     @staticmethod
     def step_callback(flag: threading.Event, progress: Callable[..., Any],
                       what: str) -> Callable[[int, int], None]:
         """A Studio ``on_step`` that moves the progress bar and honours Stop."""
-        from layerstudio.errors import Cancelled
 
         def on_step(done: int, total: int) -> None:
             if flag.is_set():

@@ -13,24 +13,33 @@ from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import fit_within, over_checkerboard
 from layerstudio.preview import placed
 
-__all__ = ["MIN_PREVIEW", "THUMBNAIL", "layer_caption", "layer_list", "preview", "status_line"]
+__all__ = ["MIN_PREVIEW", "THUMBNAIL", "enlarged", "layer_caption", "layer_list",
+           "on_checkerboard", "preview", "status_line"]
 
 MIN_PREVIEW = 384
 """Canvases smaller than this are shown enlarged (whole multiples, nearest-neighbour)."""
 THUMBNAIL = 96
 
 
-def _enlarged(image: Image.Image, minimum: int) -> Image.Image:
+def enlarged(image: Image.Image, minimum: int) -> Image.Image:
+    """``image`` scaled up by the whole factor that brings its long side nearest ``minimum``
+    from below (nearest-neighbour: pixels stay sharp squares); unchanged if already as big."""
     factor = max(1, minimum // max(image.size))
     if factor == 1:
         return image
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def preview(stack: LayerStack, minimum: int = MIN_PREVIEW) -> Image.Image:
-    """The flattened document over a checkerboard (transparency shows as grey squares)."""
-    image = _enlarged(stack.composite(), minimum)
+def on_checkerboard(image: Image.Image, minimum: int = MIN_PREVIEW) -> Image.Image:
+    """An RGBA image for the page: enlarged, over a checkerboard (transparency shows as grey
+    squares)."""
+    image = enlarged(image, minimum)
     return over_checkerboard(image, cell=max(4, image.width // 32))
+
+
+def preview(stack: LayerStack) -> Image.Image:
+    """The flattened document, as :func:`on_checkerboard` shows it."""
+    return on_checkerboard(stack.composite())
 
 
 def layer_caption(layer: Layer) -> str:
@@ -47,7 +56,7 @@ def layer_list(stack: LayerStack | None) -> list[tuple[Image.Image, str]]:
     for layer in reversed(stack.layers):
         thumb = placed(stack, layer)
         size = fit_within(thumb.size, THUMBNAIL) if max(thumb.size) > THUMBNAIL else \
-            _enlarged(thumb, THUMBNAIL).size
+            enlarged(thumb, THUMBNAIL).size
         thumb = thumb.resize(size, Image.Resampling.NEAREST if size[0] >= thumb.width
                              else Image.Resampling.LANCZOS)
         if not layer.visible:  # faded, as editors grey out hidden layers
