@@ -11,7 +11,9 @@ model error) is appended to ``errors.jsonl`` and the rest go on.
 Data-parallel: under ``accelerate launch --multi_gpu --num_processes N -m layerstudio batch
 ...``, ``torchrun --nproc_per_node N -m layerstudio batch ...`` or an MPI launcher, process
 ``r`` of ``n`` takes the jobs whose index is ``r`` modulo ``n``: every job runs exactly once.
-(On CPUs accelerate starts several processes only through MPI; torchrun needs nothing.)
+``accelerate launch --multi_gpu`` works on CPU-only machines too (it runs torchrun's
+launcher; the tests use it with two CPU processes); ``accelerate launch --cpu`` with several
+processes goes through MPI instead.
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ def read_jobs(path: str | Path) -> list[Job]:
 
 def _process() -> tuple[int, int]:
     """(rank, world size) under a data-parallel launcher (torchrun / ``accelerate launch
-    --multi_gpu`` set RANK and WORLD_SIZE; MPI, which accelerate uses for several CPU
-    processes, sets OMPI_COMM_WORLD_* or PMI_*), else (0, 1)."""
+    --multi_gpu`` set RANK and WORLD_SIZE; MPI launchers, which ``accelerate launch --cpu``
+    uses for several processes, set OMPI_COMM_WORLD_* or PMI_*), else (0, 1)."""
     for rank_key, world_key in (("RANK", "WORLD_SIZE"),
                                 ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
                                 ("PMI_RANK", "PMI_SIZE")):

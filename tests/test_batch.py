@@ -1,11 +1,13 @@
 """``layerstudio batch``: bad lines among good ones, resume, atomic outputs and a data-parallel
-split over two CPU processes (torchrun, what ``accelerate launch --multi_gpu`` runs)."""
+split over two CPU processes started by ``accelerate launch --multi_gpu`` (which runs torchrun's
+launcher; no GPU is needed for it)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from layerstudio import LayerStack
 from layerstudio.batch import read_jobs, share_of
@@ -71,9 +73,12 @@ def test_two_processes_split_the_jobs(tmp_path):
     jobs.write_text("".join(f'{{"prompt": "a red apple", "steps": 1, "seed": {i}}}\n'
                             for i in range(5)))
     out = tmp_path / "out"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29541", "-m", "layerstudio", "batch", str(jobs),
-                    "--out", str(out)], check=True, capture_output=True, text=True)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--main_process_port", "29541", "-m", "layerstudio", "batch", str(jobs),
+                    "--out", str(out), "--device", "cpu"],
+                   check=True, capture_output=True, text=True)
     manifests = [json.loads(path.read_text()) for path in sorted(out.glob("*.json"))]
     assert sorted(m["line"] for m in manifests) == [1, 2, 3, 4, 5]
     assert {m["line"]: m["process"] for m in manifests} == {1: 0, 2: 1, 3: 0, 4: 1, 5: 0}
