@@ -74,6 +74,18 @@ def test_generate_edit_export_and_reopen(server, tmp_path):
     assert [choice[0] for choice in reopened[3]["choices"]][1] == "2: cat"
 
 
+def test_open_a_real_photoshop_file_and_export_it_again(server, psd_fixtures):
+    c = client(server)
+    opened = c.predict(handle_file(str(psd_fixtures / "group.psd")), api_name="/open")
+    assert status(opened) == "100x200 px · 2 layers"
+    assert [item["caption"] for item in opened[2]["value"]] == ["Group 1 / Shape 1", "Background"]
+    stack = LayerStack.load(c.predict("PSD", api_name="/export"))
+    original = LayerStack.load(psd_fixtures / "group.psd")
+    assert [(layer.name, layer.group) for layer in stack.layers] == \
+        [(layer.name, layer.group) for layer in original.layers]
+    assert (np.asarray(stack.composite()) == np.asarray(original.composite())).all()
+
+
 def test_regenerate_one_layer_keeps_the_others(server, tmp_path):
     from PIL import Image
 

@@ -181,7 +181,8 @@ def test_previews_show_the_document():
     image = preview(stack)
     assert image.mode == "RGB" and image.size == (360, 270)  # 40x30 enlarged 9x
     items = layer_list(stack)
-    assert [caption for _, caption in items][:2] == ["top", "hidden one (hidden)"]
+    assert [caption for _, caption in items][:2] == \
+        ["top", "Characters / Hero / hidden one (hidden)"]
     assert status_line(stack).startswith("40x30 px · 5 layers · seed 0")
     assert status_line(None).startswith("No document yet")
 

@@ -43,9 +43,10 @@ def preview(stack: LayerStack) -> Image.Image:
 
 
 def layer_caption(layer: Layer) -> str:
-    """The layer's name under its thumbnail, marked when hidden (the rest of its properties
-    show beside the list when it is selected)."""
-    return layer.name if layer.visible else f"{layer.name} (hidden)"
+    """The layer's name under its thumbnail, after its group path and marked when hidden (the
+    rest of its properties show beside the list when it is selected)."""
+    name = " / ".join((*layer.group, layer.name))
+    return name if layer.visible else f"{name} (hidden)"
 
 
 def layer_list(stack: LayerStack | None) -> list[tuple[Image.Image, str]]:
