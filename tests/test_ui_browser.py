@@ -46,6 +46,24 @@ def page():
     app.close()
 
 
+def model_choices(page) -> list[str]:
+    page.locator("#model input").click()
+    options = page.locator("ul[role=listbox] li")
+    options.first.wait_for(timeout=10_000)
+    names = [text.replace("✓", "").strip() for text in options.all_inner_texts()]
+    page.keyboard.press("Escape")
+    return names
+
+
+def test_the_model_list_follows_the_mode(page):
+    assert model_choices(page) == ["tiny-layerdiffuse", "tiny-sd", "tiny-dit"]
+    page.get_by_label("Layers in boxes").check()
+    page.wait_for_function(
+        "document.querySelector('#model input')?.value === 'tiny-art'", timeout=10_000)
+    assert model_choices(page) == ["tiny-art"]
+    page.get_by_label("Transparent layer").check()
+
+
 def test_generate_see_layers_and_download_psd(page, tmp_path):
     page.get_by_label("Prompt").fill("a cat and a ball")
     page.get_by_label("Layers in boxes").check()

@@ -62,7 +62,7 @@ def build_app(studio: Studio | None = None, *, concurrency: int = 1,
         with gr.Row():
             with gr.Column(scale=2), gr.Tabs():
                 with gr.Tab("Generate", id="generate"):
-                    build_generate_tab(view, studio, flags, concurrency)
+                    build_generate_tab(app, view, studio, flags, concurrency)
                 with gr.Tab("Open", id="open"):
                     build_open_tab(view)
             with gr.Column(scale=3):

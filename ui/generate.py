@@ -118,11 +118,13 @@ def _preset_defaults(model: str | None) -> tuple[Any, Any, Any]:
             gr.update(value=preset.resolution))
 
 
-def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
+def build_generate_tab(page: gr.Blocks, view: DocumentView, studio: Studio, flags: StopFlags,
                        concurrency: int) -> None:
-    """Lay out the Generate tab (inside the caller's ``gr.Tab``) and wire it to ``view``."""
+    """Lay out the Generate tab (inside the caller's ``gr.Tab`` of ``page``) and wire it to
+    ``view``."""
     first = models_for("fg")
-    every = models_for(None)  # Gradio checks a value against the choices it started with
+    every = models_for(None)  # Gradio checks a value against the choices it started with,
+    # so the API accepts any model here; the page narrows the list to the mode on load
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                         placeholder="an ice cream  ·  for 'Foreground + background': a cat "
                                     "on a sofa")
@@ -179,8 +181,10 @@ def build_generate_tab(view: DocumentView, studio: Studio, flags: StopFlags,
     def layout_changed(chosen: str) -> tuple[Any, ...]:
         return tuple(gr.update(visible=chosen == source) for source in LAYOUT_SOURCES)
 
-    mode.change(mode_changed, mode, [model, background_group, foreground_group, joint_group,
-                                     layout_group, steps, guidance, size], api_name=False)
+    by_mode = [model, background_group, foreground_group, joint_group, layout_group, steps,
+               guidance, size]
+    mode.change(mode_changed, mode, by_mode, api_name=False)
+    page.load(mode_changed, mode, by_mode, api_name=False)  # the page lists the mode's models
     model.input(_preset_defaults, model, [steps, guidance, size], api_name=False)
     layout.change(layout_changed, layout, [boxes, sketch, regions], api_name=False)
 
