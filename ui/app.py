@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import tempfile
 from pathlib import Path
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from layerstudio.blend import BlendMode
 from layerstudio.document import LayerStack
 from layerstudio.errors import InvalidInputError
 
@@ -84,11 +83,8 @@ class Session:
         """Change the selected layer's name, kind, visibility, opacity (0-1) and blend mode."""
         index = self.current()
         layer = self.require().layers[index]
-        try:
-            changed = layer.copy(pixels=layer.pixels, name=name, kind=kind, visible=visible,
-                                 opacity=opacity, blend_mode=BlendMode.parse(blend_mode))
-        except ValueError as exc:  # an unknown blend mode name
-            raise InvalidInputError(str(exc)) from None
+        changed = layer.copy(pixels=layer.pixels, name=name, kind=kind, visible=visible,
+                             opacity=opacity, blend_mode=blend_mode)  # Layer checks each one
         same = all(getattr(changed, key) == getattr(layer, key)
                    for key in ("name", "kind", "visible", "opacity", "blend_mode"))
         if same:  # focus left the name box without a change: no undo step

@@ -56,10 +56,10 @@ def layer_list(stack: LayerStack | None) -> list[tuple[Image.Image, str]]:
     items = []
     for layer in reversed(stack.layers):
         thumb = placed(stack, layer)
-        size = fit_within(thumb.size, THUMBNAIL) if max(thumb.size) > THUMBNAIL else \
-            enlarged(thumb, THUMBNAIL).size
-        thumb = thumb.resize(size, Image.Resampling.NEAREST if size[0] >= thumb.width
-                             else Image.Resampling.LANCZOS)
+        if max(thumb.size) > THUMBNAIL:
+            thumb = thumb.resize(fit_within(thumb.size, THUMBNAIL), Image.Resampling.LANCZOS)
+        else:
+            thumb = enlarged(thumb, THUMBNAIL)
         if not layer.visible:  # faded, as editors grey out hidden layers
             thumb.putalpha(thumb.getchannel("A").point(lambda a: a * 35 // 100))
         items.append((over_checkerboard(thumb, cell=6), layer_caption(layer)))
