@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import jsonsafe
 from .errors import InvalidInputError, LayerStudioError
 from .io.atomic import atomic_path
 
@@ -71,9 +72,9 @@ def _job(line: int, text: str) -> Job:
     if len(text) > MAX_JOB_BYTES:
         return Job(line, name, error=f"line over {MAX_JOB_BYTES} bytes")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Job(line, name, error=f"not valid JSON: {exc.msg}")
+        data = jsonsafe.loads(text, "the line", MAX_JOB_BYTES)
+    except InvalidInputError as exc:
+        return Job(line, name, error=str(exc))
     if not isinstance(data, dict):
         return Job(line, name, error="a job is a JSON object")
     given = data.get("name", name)

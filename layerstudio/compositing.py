@@ -20,7 +20,7 @@ with the normal-mode and output loops compiled by Numba (``layerstudio.kernels``
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +106,9 @@ class PixelNode:
     visible: bool
     source: Any = None
     """The document layer this node shows, for exporters that walk the tree."""
+    adjust: Callable[[np.ndarray], np.ndarray] | None = None
+    """For an adjustment layer: straight backdrop RGB -> adjusted RGB; the pixels' alpha is
+    then its coverage (see :mod:`layerstudio.adjustments`)."""
 
 
 def render(nodes: Sequence[PixelNode | GroupNode], size: tuple[int, int],
@@ -170,12 +173,31 @@ def _blend_layer(buf: np.ndarray, row0: int, node: PixelNode) -> None:
     blend_premultiplied(dst, straight[..., :3] * src_a, src_a, node.blend_mode)
 
 
+def _adjust_backdrop(buf: np.ndarray, row0: int, node: PixelNode) -> None:
+    """An adjustment layer: recolour the backdrop where it covers, keep the backdrop's alpha:
+    C' = Cb + c * (B(Cb, adjust(Cb)) - Cb), premultiplied by ab."""
+    placed = _place(buf, row0, node.pixels, node.offset)
+    if placed is None:
+        return
+    dst, src = placed
+    cover = to_float_rgba(src)[..., 3:4] * np.float32(node.opacity)
+    ab = dst[..., 3:4]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cb = np.where(ab > 0, dst[..., :3] / ab, 0.0).astype(np.float32)
+    cs = np.clip(node.adjust(cb), 0.0, 1.0).astype(np.float32)
+    if node.blend_mode is not BlendMode.NORMAL:
+        cs = np.clip(blend_function(node.blend_mode)(cb, cs), 0.0, 1.0)
+    dst[..., :3] += cover * (ab * cs - dst[..., :3])
+
+
 def _render_into(buf: np.ndarray, nodes: Sequence[PixelNode | GroupNode], row0: int) -> None:
     """Composite ``nodes`` onto the premultiplied strip ``buf`` (canvas rows from ``row0``)."""
     for node in nodes:
         if not node.visible or node.opacity <= 0.0:
             continue
-        if isinstance(node, PixelNode):
+        if isinstance(node, PixelNode) and node.adjust is not None:
+            _adjust_backdrop(buf, row0, node)
+        elif isinstance(node, PixelNode):
             _blend_layer(buf, row0, node)
         elif node.blend_mode is BlendMode.PASS_THROUGH:
             # Children blend straight into the backdrop; group opacity fades the whole result

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +19,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .adjustments import Adjustment
 from .blend import BlendMode
 from .compositing import GroupNode, PixelNode, render
-from .errors import InvalidInputError
+from .errors import ImageTooLargeError, InvalidInputError
 from .imaging import as_rgba_array, fit_within, to_uint8
-from .limits import MAX_LAYERS, check_size
+from .jsonsafe import check_value
+from .limits import (
+    MAX_GROUP_DEPTH,
+    MAX_LAYERS,
+    check_offset,
+    check_size,
+    max_document_pixels,
+)
 
-__all__ = ["KNOWN_KINDS", "GroupInfo", "Layer", "LayerStack"]
+__all__ = ["KNOWN_KINDS", "GroupInfo", "Layer", "LayerStack", "unique_group_name"]
 
 KNOWN_KINDS = ("background", "object", "effect", "text", "lineart", "flat", "shadow",
                "highlight", "composite", "other")
@@ -44,7 +51,23 @@ def _check_name(name: object, what: str) -> str:
         raise InvalidInputError(f"{what} {name!r} contains control characters")
     if len(name) > 255:
         raise InvalidInputError(f"{what} is longer than 255 characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} {name!r} is not valid Unicode (a lone surrogate)"
+                                ) from None
     return name
+
+
+def _check_group_path(path: object, what: str) -> GroupPath:
+    try:
+        parts = tuple(path)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidInputError(f"{what} must be a list of group names") from None
+    if len(parts) > MAX_GROUP_DEPTH:
+        raise InvalidInputError(f"{what} is nested {len(parts)} groups deep; at most "
+                                f"{MAX_GROUP_DEPTH} are allowed")
+    return tuple(_check_name(part, "group name") for part in parts)
 
 
 def _check_opacity(value: object, what: str) -> float:
@@ -60,10 +83,7 @@ def _check_opacity(value: object, what: str) -> float:
 def _check_json(value: dict, what: str) -> dict:
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a dict")
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} must be JSON-serialisable: {exc}") from None
+    check_value(value, what)
     return value
 
 
@@ -82,6 +102,8 @@ class Layer:
         group: path of group names from the outermost group in; ``()`` for top level.
         provenance: JSON-able facts about where the layer came from (pipeline, prompt, seed,
             mask box, ...).
+        adjustment: set for an adjustment layer (levels, curves, ...): it recolours what lies
+            below it, and its pixels' alpha is only its coverage (the layer mask).
     """
 
     name: str
@@ -93,15 +115,17 @@ class Layer:
     kind: str = "object"
     group: GroupPath = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    adjustment: Adjustment | None = None
 
     def __post_init__(self) -> None:
         self.name = _check_name(self.name, "layer name")
         self.pixels = as_rgba_array(self.pixels, what=f"layer {self.name!r}")
         try:
             self.offset = (int(self.offset[0]), int(self.offset[1]))
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             raise InvalidInputError(f"layer {self.name!r}: offset must be (x, y) integers, "
                                     f"got {self.offset!r}") from None
+        check_offset(*self.offset, what=f"layer {self.name!r}")
         self.opacity = _check_opacity(self.opacity, f"layer {self.name!r}")
         try:
             self.blend_mode = BlendMode.parse(self.blend_mode)
@@ -112,8 +136,10 @@ class Layer:
         self.visible = bool(self.visible)
         if not isinstance(self.kind, str) or not self.kind.strip():
             raise InvalidInputError(f"layer {self.name!r}: kind must be a non-empty word")
-        self.group = tuple(_check_name(part, "group name") for part in self.group)
+        self.group = _check_group_path(self.group, f"layer {self.name!r} group")
         self.provenance = _check_json(self.provenance, f"layer {self.name!r} provenance")
+        if self.adjustment is not None and not isinstance(self.adjustment, Adjustment):
+            raise InvalidInputError(f"layer {self.name!r}: adjustment must be an Adjustment")
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -192,7 +218,8 @@ class Layer:
 
     def _node(self) -> PixelNode:
         return PixelNode(self.pixels, self.offset, self.opacity, self.blend_mode, self.visible,
-                         source=self)
+                         source=self,
+                         adjust=None if self.adjustment is None else self.adjustment.apply)
 
 
 @dataclass
@@ -224,7 +251,7 @@ class LayerStack:
                  metadata: dict[str, Any] | None = None) -> None:
         try:
             self.width, self.height = int(width), int(height)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInputError(f"canvas size must be integers, got {width!r}x{height!r}"
                                     ) from None
         check_size(self.width, self.height, what="canvas")
@@ -271,12 +298,23 @@ class LayerStack:
         """Insert ``layer`` at ``index`` (default: on top) and return it."""
         if not isinstance(layer, Layer):
             raise InvalidInputError(f"can only add Layer objects, got {type(layer).__name__}")
-        if len(self.layers) >= MAX_LAYERS:
-            raise InvalidInputError(f"a stack holds at most {MAX_LAYERS} layers")
+        self._check_room_for(layer)
         for depth in range(1, len(layer.group) + 1):
             self.groups.setdefault(layer.group[:depth], GroupInfo())
         self.layers.insert(len(self.layers) if index is None else index, layer)
         return layer
+
+    def _check_room_for(self, layer: Layer) -> None:
+        """The per-document caps, checked on every path that adds a layer."""
+        if len(self.layers) >= MAX_LAYERS:
+            raise InvalidInputError(f"a stack holds at most {MAX_LAYERS} layers")
+        used = sum(other.width * other.height for other in self.layers)
+        limit = max_document_pixels()
+        if used + layer.width * layer.height > limit:
+            raise ImageTooLargeError(
+                f"adding layer {layer.name!r} ({layer.width}x{layer.height}) would take the "
+                f"document's layers over {limit:,} pixels; raise "
+                "LAYERSTUDIO_MAX_DOCUMENT_PIXELS to allow more")
 
     def remove(self, key: int | str) -> Layer:
         """Remove and return a layer."""
@@ -298,8 +336,7 @@ class LayerStack:
         """Copy a layer and place the copy directly above it."""
         i = self.index(key)
         clone = self.layers[i].copy(name=name or f"{self.layers[i].name} copy")
-        self.layers.insert(i + 1, clone)
-        return clone
+        return self.add(clone, i + 1)
 
     def merge_down(self, key: int | str) -> Layer:
         """Merge a layer into the one below, as Photoshop's Merge Down does.
@@ -311,6 +348,9 @@ class LayerStack:
         if i == 0:
             raise InvalidInputError("the bottom layer has nothing below it to merge into")
         upper, lower = self.layers[i], self.layers[i - 1]
+        if lower.adjustment is not None:
+            raise InvalidInputError(f"cannot merge {upper.name!r} down into {lower.name!r}: "
+                                    "it is an adjustment layer, which has no pixels")
         if upper.group != lower.group:
             raise InvalidInputError(f"cannot merge {upper.name!r} down: the layer below is in "
                                     "another group")
@@ -318,9 +358,10 @@ class LayerStack:
         ux0, uy0, ux1, uy1 = upper.bbox
         x0, y0 = min(lx0, ux0), min(ly0, uy0)
         x1, y1 = max(lx1, ux1), max(ly1, uy1)
+        check_size(max(x1 - x0, 1), max(y1 - y0, 1),
+                   what=f"merging {upper.name!r} into {lower.name!r}")
         nodes = [PixelNode(lower.pixels, (lx0 - x0, ly0 - y0), 1.0, BlendMode.NORMAL, True),
-                 PixelNode(upper.pixels, (ux0 - x0, uy0 - y0), upper.opacity, upper.blend_mode,
-                           upper.visible)]
+                 dataclasses.replace(upper._node(), offset=(ux0 - x0, uy0 - y0))]
         merged = render(nodes, (max(x1 - x0, 1), max(y1 - y0, 1)))
         result = lower.copy(pixels=_like_dtype(merged, lower.pixels), offset=(x0, y0))
         self.layers[i - 1] = result
@@ -329,7 +370,7 @@ class LayerStack:
 
     def set_group(self, path: GroupPath | list[str], info: GroupInfo | None = None) -> GroupInfo:
         """Create or update the settings of the group at ``path``."""
-        path = tuple(_check_name(part, "group name") for part in path)
+        path = _check_group_path(path, "group path")
         if not path:
             raise InvalidInputError("a group path needs at least one name")
         info = info if info is not None else GroupInfo()
@@ -396,6 +437,21 @@ class LayerStack:
         from .io import load_stack
 
         return load_stack(path, **options)
+
+
+def unique_group_name(taken: dict[tuple[str, ...], int], parent: tuple[str, ...], name: str) -> str:
+    """Sibling groups with the same name would merge in a path-keyed model: number them
+    ("Group", "Group (2)", ...) in constant time per group; ``taken`` counts the names used
+    under each parent path."""
+    candidate, n = name, taken.get((*parent, name), 0) + 1
+    if n > 1:
+        candidate = f"{name} ({n})"
+        while (*parent, candidate) in taken:  # the file itself named a sibling "Group (2)"
+            n += 1
+            candidate = f"{name} ({n})"
+    taken[(*parent, name)] = n
+    taken.setdefault((*parent, candidate), 1)
+    return candidate
 
 
 def _like_dtype(straight: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from layerstudio import InvalidInputError, Layer, LayerStack
-from layerstudio.errors import ImageTooLargeError, UnsupportedFormatError
+from layerstudio.errors import ImageTooLargeError, LayerStudioError, UnsupportedFormatError
 from layerstudio.limits import set_max_pixels
 
 from conftest import sample_stack
@@ -150,14 +150,14 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, mon
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(zip_bundle, "encode_png", explode)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(LayerStudioError, match=r"could not write keep.zip .RuntimeError: disk"):
         sample_stack().save(target)
     assert target.read_bytes() == b"previous contents"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.zip"]
 
 
 def test_unknown_save_format_and_options(tmp_path):
-    with pytest.raises(UnsupportedFormatError, match=r"use \.psd, \.ora, \.zip"):
+    with pytest.raises(UnsupportedFormatError, match=r"use \.psd, \.psb, \.ora, \.zip"):
         sample_stack().save(tmp_path / "x.docx")
     with pytest.raises(InvalidInputError, match="only to PSD"):
         sample_stack().save(tmp_path / "x.zip", depth=16)

@@ -36,7 +36,7 @@ def test_bad_jobs_are_recorded_and_the_rest_finish(tmp_path, capsys):
     assert "errors.jsonl" in captured.err
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert [(e["line"], e["error"][:20]) for e in errors] == [
-        (2, "not valid JSON: Expe"), (6, "mode 'bg2fg' needs a"), (7, "name '../evil' must "),
+        (2, "the line is not vali"), (6, "mode 'bg2fg' needs a"), (7, "name '../evil' must "),
         (8, "unknown key(s) colou"), (9, "name 'apple' is used")]
     manifest = json.loads((out / "two.json").read_text())
     assert manifest["files"] == ["two.psd", "two.zip", "two.png"]

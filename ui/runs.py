@@ -14,8 +14,14 @@ error never covers the document with badges.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import gc
 import logging
+import os
+import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,7 +40,9 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 def friendly(handler: Handler) -> Handler:
     """Show a failure as a message in the page, never as a traceback: LayerStudio's own
-    errors with their text, anything else as a short note (the traceback goes to the log)."""
+    errors with their text (server folders removed, file names kept), anything else as a short
+    note (the traceback goes to the log). After a failure the memory a refused request took is
+    handed back to the system, so one hostile upload does not leave the server large."""
 
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,13 +51,35 @@ def friendly(handler: Handler) -> Handler:
         except gr.Error:
             raise
         except LayerStudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            message = without_server_paths(str(exc))
         except Exception as exc:
             log.exception("unexpected failure in %s", handler.__name__)
-            raise gr.Error(f"unexpected failure ({type(exc).__name__}); the server log has "
-                           "the details", print_exception=False) from None
+            message = (f"unexpected failure ({type(exc).__name__}); the server log has the "
+                       "details")
+        release_memory()
+        raise gr.Error(message, print_exception=False)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _server_folders() -> list[str]:
+    roots = {tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", "")}
+    return sorted((os.path.realpath(root) for root in roots if root), key=len, reverse=True)
+
+
+def without_server_paths(message: str) -> str:
+    """``message`` with the server's temporary folders cut from any path in it: a user sees
+    ``photo.psd``, not ``/tmp/gradio/3f2a.../photo.psd``."""
+    for root in _server_folders():
+        message = re.sub(re.escape(root) + r"/(?:[^/\s'\":]+/)*", "", message)
+    return message
+
+
+def release_memory() -> None:
+    """Return freed heap pages to the operating system (glibc keeps them otherwise)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class StopFlags:

@@ -4,25 +4,31 @@
 :func:`load_stack` checks the file's signature, so a PNG renamed to .psd gets a clear message.
 Importers report what they could not represent in ``stack.metadata['import_warnings']`` and as
 :class:`LayerStudioWarning` warnings.
+
+Both ends are closed against surprises: whatever goes wrong inside a reader or a writer (a
+damaged file tripping a library, a full disk) comes out as one :class:`LayerStudioError` that
+names the file, never as a bare exception, and a failed write leaves no file behind.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ..document import Layer, LayerStack
-from ..errors import InvalidInputError, UnsupportedFormatError
+from ..errors import InvalidInputError, LayerStudioError, UnsupportedFormatError
 from .atomic import atomic_path
 from .ora import read_ora, write_ora
-from .psd import read_psd, write_psd
-from .raster import RASTER_SUFFIXES, read_image_file, write_flat_image
+from .psd import PSD_MAX_SIDE, read_psd, write_psd
+from .raster import RASTER_SUFFIXES, read_file_bytes, read_image_file, write_flat_image
 from .zip_bundle import read_zip, write_zip
 
 __all__ = ["LAYERED_SUFFIXES", "LayerStudioWarning", "load_stack", "save_stack"]
 
-LAYERED_SUFFIXES = (".psd", ".ora", ".zip")
+LAYERED_SUFFIXES = (".psd", ".psb", ".ora", ".zip")
+_PHOTOSHOP = (".psd", ".psb")
 
 
 class LayerStudioWarning(UserWarning):
@@ -32,7 +38,8 @@ class LayerStudioWarning(UserWarning):
 def save_stack(stack: LayerStack, path: str | Path, **options: Any) -> Path:
     """Write ``stack`` to ``path`` in the format its extension names; returns the path.
 
-    Options: ``depth`` (8 or 16) and ``compression`` ('rle', 'zip', 'raw') for PSD.
+    Options: ``depth`` (8 or 16) and ``compression`` ('rle', 'zip', 'raw') for PSD/PSB.
+    A canvas wider or taller than 30,000 px needs ``.psb`` (Photoshop's large-document format).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -40,64 +47,80 @@ def save_stack(stack: LayerStack, path: str | Path, **options: Any) -> Path:
         raise InvalidInputError("the stack has no layers; there is nothing to save")
     if path.is_dir():
         raise InvalidInputError(f"{path} is a folder; give a file name")
-    writers = {".psd": write_psd, ".ora": write_ora, ".zip": write_zip}
+    writers = {".psd": write_psd, ".psb": functools.partial(write_psd, large=True),
+               ".ora": write_ora, ".zip": write_zip}
     if suffix not in writers and suffix not in RASTER_SUFFIXES:
         raise UnsupportedFormatError(
-            f"cannot save {path.name!r}: use .psd, .ora, .zip, or .png for a flattened image")
-    if options and suffix != ".psd":
+            f"cannot save {path.name!r}: use .psd, .psb, .ora, .zip, or .png for a flattened "
+            "image")
+    if options and suffix not in _PHOTOSHOP:
         raise InvalidInputError(f"options {sorted(options)} apply only to PSD files")
-    with atomic_path(path) as tmp:
-        if suffix in writers:
-            writers[suffix](stack, tmp, **options)
-        else:
-            write_flat_image(stack.composite_array(), tmp, suffix)
+    if suffix == ".psd" and max(stack.size) > PSD_MAX_SIDE:
+        raise InvalidInputError(
+            f"a {stack.width}x{stack.height} canvas is larger than PSD allows "
+            f"({PSD_MAX_SIDE:,} px a side); save it as .psb (large document format)")
+    try:
+        with atomic_path(path) as tmp:
+            if suffix in writers:
+                writers[suffix](stack, tmp, **options)
+            else:
+                write_flat_image(stack.composite_array(), tmp, suffix)
+    except LayerStudioError:
+        raise
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        raise LayerStudioError(f"could not write {path.name} ({type(exc).__name__}: {exc})"
+                               ) from None
     return path
 
 
 def _sniff(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidInputError(f"{path} is a folder, not a file") from None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    head = read_file_bytes(path, head=64)
     if not head:
         raise InvalidInputError(f"{path} is empty")
     if head.startswith(b"8BPS"):
-        return ".psd"
+        return ".psb" if head[4:6] == b"\x00\x02" else ".psd"
     if head.startswith(b"PK"):
         return ".ora" if b"mimetypeimage/openraster" in head else ".zip"
     return ".image"
 
 
 def load_stack(path: str | Path) -> LayerStack:
-    """Read a layered file (.psd, .ora, .zip bundle) or a plain image (one layer)."""
+    """Read a layered file (.psd, .psb, .ora, .zip bundle) or a plain image (one layer)."""
     path = Path(path)
     suffix = path.suffix.lower()
     kind = _sniff(path)
     if kind == ".zip" and suffix == ".ora":
         kind = ".ora"  # ORA files by other programs may not store mimetype first
-    if suffix in LAYERED_SUFFIXES and kind != suffix:
-        found = {".psd": "a Photoshop file", ".zip": "a ZIP archive", ".ora": "an OpenRaster "
-                 "file", ".image": "not a layered file"}[kind]
+    same = kind == suffix or (kind in _PHOTOSHOP and suffix in _PHOTOSHOP)
+    if suffix in LAYERED_SUFFIXES and not same:
+        found = {".psd": "a Photoshop file", ".psb": "a Photoshop file", ".zip": "a ZIP "
+                 "archive", ".ora": "an OpenRaster file", ".image": "not a layered file"}[kind]
         raise UnsupportedFormatError(f"{path.name} is named {suffix} but its contents are "
                                      f"{found}")
-    if kind == ".psd":
-        stack = read_psd(path)
-    elif kind == ".ora":
-        stack = read_ora(path)
-    elif kind == ".zip":
-        stack = read_zip(path)
-    elif suffix in RASTER_SUFFIXES:
-        stack_pixels = read_image_file(path)
-        stack = LayerStack(stack_pixels.shape[1], stack_pixels.shape[0])
-        stack.add(Layer(path.stem or "Image", stack_pixels, kind="background"))
-    else:
+    readers = {".psd": read_psd, ".psb": read_psd, ".ora": read_ora, ".zip": read_zip}
+    if kind not in readers and suffix not in RASTER_SUFFIXES:
         raise UnsupportedFormatError(f"cannot open {path.name!r}: LayerStudio reads .psd, "
-                                     f".ora, .zip and {', '.join(RASTER_SUFFIXES)}")
+                                     f".psb, .ora, .zip and {', '.join(RASTER_SUFFIXES)}")
+    try:
+        stack = readers[kind](path) if kind in readers else _read_flat(path)
+    except LayerStudioError:
+        raise
+    except RecursionError:
+        raise InvalidInputError(f"{path} is nested too deeply to read") from None
+    except MemoryError:
+        raise InvalidInputError(f"{path} needs more memory than this machine has") from None
+    except Exception as exc:  # a damaged file tripping a library: still the file's fault
+        raise InvalidInputError(f"{path} is damaged or not what it claims to be "
+                                f"({type(exc).__name__}: {exc})") from None
     for message in stack.metadata.get("import_warnings", []):
         warnings.warn(message, LayerStudioWarning, stacklevel=2)
+    return stack
+
+
+def _read_flat(path: Path) -> LayerStack:
+    pixels = read_image_file(path)
+    stack = LayerStack(pixels.shape[1], pixels.shape[0])
+    stack.add(Layer(path.stem or "Image", pixels, kind="background"))
     return stack

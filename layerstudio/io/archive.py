@@ -6,11 +6,13 @@ or hold thousands of entries. These checks run before anything is decompressed.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..limits import MAX_LAYERS, max_pixels
+from .raster import read_file_bytes
 
 __all__ = ["open_archive", "read_member"]
 
@@ -23,12 +25,13 @@ def _member_limit() -> int:
 def open_archive(path: Path) -> zipfile.ZipFile:
     """Open a ZIP file or raise a clear error if it is not one, is corrupt, or is a bomb."""
     try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+        archive = zipfile.ZipFile(io.BytesIO(read_file_bytes(path)))
+    except InvalidInputError:
+        raise
+    except Exception:  # BadZipFile, or struct/overflow errors from damaged directories
         raise InvalidInputError(f"{path} is not a valid ZIP archive (corrupt or truncated)"
                                 ) from None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    archive.filename = str(path)
     entries = archive.infolist()
     if len(entries) > 4 * MAX_LAYERS + 16:
         archive.close()
@@ -42,16 +45,30 @@ def open_archive(path: Path) -> zipfile.ZipFile:
     return archive
 
 
-def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
-    """Read one entry, turning missing or corrupt entries into clear errors."""
+def read_member(archive: zipfile.ZipFile, name: str, limit: int | None = None) -> bytes:
+    """Read one entry (at most ``limit`` bytes), turning missing, encrypted, corrupt or
+    oversized entries into clear errors."""
     where = f"{archive.filename}:{name}"
+    limit = _member_limit() if limit is None else limit
     try:
-        with archive.open(name) as handle:
-            data = handle.read(_member_limit() + 1)
+        info = archive.getinfo(name)
+        if info.flag_bits & 0x1:
+            raise InvalidInputError(f"{where} is encrypted; LayerStudio reads only "
+                                    "unencrypted archives")
+        if info.file_size > limit:
+            raise InvalidInputError(f"{where} is {info.file_size:,} bytes, above the limit "
+                                    f"of {limit:,}")
+        with archive.open(info) as handle:
+            data = handle.read(limit + 1)
     except KeyError:
         raise InvalidInputError(f"{where} is missing from the archive") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except NotImplementedError:
+        raise InvalidInputError(f"{where} uses a compression method LayerStudio does not "
+                                "read (use deflate or none)") from None
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, CRC mismatches, ...
         raise InvalidInputError(f"{where} is corrupt: {exc}") from None
-    if len(data) > _member_limit():
+    if len(data) > limit:
         raise InvalidInputError(f"{where} is larger than its declared size allows")
     return data

@@ -8,17 +8,25 @@ no place for, travel in a ``layerstudio.json`` sidecar that other programs ignor
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
 from ..blend import BlendMode
-from ..document import GroupInfo, Layer, LayerStack
+from ..document import GroupInfo, Layer, LayerStack, unique_group_name
 from ..errors import InvalidInputError
 from ..imaging import fit_within
+from ..limits import MAX_GROUP_DEPTH, MAX_LAYERS, PixelBudget
 from .archive import open_archive, read_member
-from .manifest import decode_manifest, layer_file_name, safe_member, stack_manifest
+from .manifest import (
+    MAX_MANIFEST_BYTES,
+    adjustment_of,
+    decode_manifest,
+    layer_file_name,
+    manifest_bytes,
+    safe_member,
+    stack_manifest,
+)
 from .raster import decode_png, encode_png, png_bytes
 
 __all__ = ["read_ora", "write_ora"]
@@ -93,11 +101,15 @@ def write_ora(stack: LayerStack, path: Path) -> None:
                 "name": layer.name, "src": file_of[id(layer)],
                 "x": str(layer.offset[0]), "y": str(layer.offset[1]),
                 "opacity": _fmt(layer.opacity),
-                "visibility": "visible" if layer.visible else "hidden",
+                # OpenRaster has no adjustment layers: other programs would paint the coverage
+                # as a dark veil, so it is hidden there; the sidecar restores it for us.
+                "visibility": "visible" if layer.visible and layer.adjustment is None
+                else "hidden",
                 "composite-op": _composite_op(layer.blend_mode),
             })
 
     emit(image, cropped.render_tree(), "root", None)
+    sidecar = manifest_bytes(stack_manifest(cropped, files), f"{path.name}: {SIDECAR}")
     composite = stack.composite()
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(zipfile.ZipInfo("mimetype"), MIMETYPE, compress_type=zipfile.ZIP_STORED)
@@ -108,40 +120,41 @@ def write_ora(stack: LayerStack, path: Path) -> None:
         archive.writestr("mergedimage.png", png_bytes(composite))
         thumb = composite.resize(fit_within(composite.size, 256))
         archive.writestr("Thumbnails/thumbnail.png", png_bytes(thumb))
-        sidecar = stack_manifest(cropped, files)
-        archive.writestr(SIDECAR, json.dumps(sidecar, ensure_ascii=False, indent=2),
-                         compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(SIDECAR, sidecar, compress_type=zipfile.ZIP_DEFLATED)
 
 
 def read_ora(path: Path) -> LayerStack:
-    """Read an OpenRaster file (ours, Krita's, MyPaint's) into a stack."""
+    """Read an OpenRaster file (ours, Krita's, MyPaint's) into a stack.
+
+    Bounded: stack.xml at most 16 MB, at most ``4 * MAX_LAYERS`` elements and
+    ``MAX_GROUP_DEPTH`` nested stacks, the layers' summed pixels within the document budget
+    (charged from each PNG's header before it is decoded)."""
     with open_archive(path) as archive:
-        names = archive.namelist()
+        names = set(archive.namelist())
         if "stack.xml" not in names:
             raise InvalidInputError(f"{path} has no stack.xml; it is not an OpenRaster file")
-        if "mimetype" in names and read_member(archive, "mimetype").strip() != MIMETYPE:
+        if "mimetype" in names and read_member(archive, "mimetype", 64).strip() != MIMETYPE:
             raise InvalidInputError(f"{path} has a mimetype other than image/openraster")
-        xml = read_member(archive, "stack.xml")
-        if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
-            raise InvalidInputError(f"{path}: stack.xml declares a DTD, which is not allowed")
-        try:
-            image = ET.fromstring(xml)
-        except ET.ParseError as exc:
-            raise InvalidInputError(f"{path}: stack.xml is not valid XML: {exc}") from None
+        image = _parse_stack_xml(read_member(archive, "stack.xml", MAX_MANIFEST_BYTES), path)
         root = image.find("stack")
-        if image.tag != "image" or root is None:
-            raise InvalidInputError(f"{path}: stack.xml has no <image><stack> root")
         try:
             stack = LayerStack(int(image.get("w", "0")), int(image.get("h", "0")))
         except ValueError:
             raise InvalidInputError(f"{path}: stack.xml has a non-numeric size") from None
-        extras = {}
+        extras: dict[str, dict] = {}
         if SIDECAR in names:
-            sidecar = decode_manifest(read_member(archive, SIDECAR), f"{path}:{SIDECAR}")
+            sidecar = decode_manifest(read_member(archive, SIDECAR, MAX_MANIFEST_BYTES),
+                                      f"{path}:{SIDECAR}")
             stack.metadata = sidecar.get("metadata") or {}
-            extras = {entry.get("file"): entry for entry in sidecar["layers"]
-                      if isinstance(entry, dict)}
+            extras = {entry["file"]: entry for entry in sidecar["layers"]
+                      if isinstance(entry.get("file"), str)}
         warnings: list[str] = []
+        budget = PixelBudget(str(path))
+        taken: dict[tuple[str, ...], int] = {}
+
+        def extra(src: str, key: str, kind: type, default):
+            value = extras.get(src, {}).get(key)
+            return value if isinstance(value, kind) and value else default
 
         def visit(element: ET.Element, group: tuple[str, ...]) -> None:
             for child in reversed(list(element)):  # first child is the top layer
@@ -154,32 +167,67 @@ def read_ora(path: Path) -> LayerStack:
                 visible = child.get("visibility", "visible") != "hidden"
                 mode = _parse_op(child.get("composite-op", "svg:src-over"), where, warnings)
                 if child.tag == "stack":
-                    name = _unique_group_name(stack, group, child.get("name") or "Group")
+                    if len(group) >= MAX_GROUP_DEPTH:
+                        raise InvalidInputError(f"{where}: groups are nested more than "
+                                                f"{MAX_GROUP_DEPTH} deep")
+                    path_ = (*group, unique_group_name(taken, group, child.get("name") or "Group"))
                     isolated = child.get("isolation") == "isolate" or mode is not BlendMode.NORMAL
-                    stack.set_group((*group, name), GroupInfo(
+                    stack.set_group(path_, GroupInfo(
                         opacity, mode if isolated else BlendMode.PASS_THROUGH, visible))
-                    visit(child, (*group, name))
+                    visit(child, path_)
                 elif child.tag == "layer":
                     src = safe_member(child.get("src"), where)
-                    extra = extras.get(src, {})
-                    stack.add(Layer(name=child.get("name") or "Layer",
-                                    pixels=decode_png(read_member(archive, src), f"{path}:{src}"),
+                    pixels = decode_png(read_member(archive, src), f"{path}:{src}", budget)
+                    adjustment = adjustment_of(extras.get(src, {}), where)
+                    if adjustment is not None:  # written hidden for other programs' sake
+                        visible = extras[src].get("visible") is not False
+                    stack.add(Layer(name=child.get("name") or "Layer", pixels=pixels,
                                     offset=offset, opacity=opacity, blend_mode=mode,
-                                    visible=visible, kind=extra.get("kind", "object"),
-                                    group=group, provenance=extra.get("provenance") or {}))
+                                    visible=visible, kind=extra(src, "kind", str, "object"),
+                                    group=group,
+                                    provenance=extra(src, "provenance", dict, {}),
+                                    adjustment=adjustment))
                 else:
                     warnings.append(f"{where}: <{child.tag}> elements are not supported; "
                                     "skipped")
 
         visit(root, ())
+    used = {layer.group[:depth] for layer in stack.layers
+            for depth in range(1, len(layer.group) + 1)}
+    for group_path in [p for p in stack.groups if p not in used]:
+        del stack.groups[group_path]  # empty stacks: nothing to keep in a path-keyed model
     if warnings:
         stack.metadata["import_warnings"] = warnings
     return stack
 
 
-def _unique_group_name(stack: LayerStack, parent: tuple[str, ...], name: str) -> str:
-    """Sibling groups with the same name would merge in a path-keyed model: number them."""
-    candidate, n = name, 2
-    while (*parent, candidate) in stack.groups:
-        candidate, n = f"{name} ({n})", n + 1
-    return candidate
+def _parse_stack_xml(xml: bytes, path: Path) -> ET.Element:
+    """stack.xml as an element tree, refusing DTDs (entity bombs), trees deeper than groups
+    may nest and more elements than a document may hold, while parsing (so a small
+    compressed file cannot expand into millions of elements first)."""
+    if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
+        raise InvalidInputError(f"{path}: stack.xml declares a DTD, which is not allowed")
+    parser = ET.XMLPullParser(events=("start", "end"))
+    root: ET.Element | None = None
+    count = depth = 0
+    try:
+        for start in range(0, len(xml), 1 << 16):
+            parser.feed(xml[start:start + (1 << 16)])
+            for event, element in parser.read_events():
+                if event == "end":
+                    depth -= 1
+                    continue
+                root = element if root is None else root
+                count, depth = count + 1, depth + 1
+                if count > 4 * MAX_LAYERS + 2:
+                    raise InvalidInputError(f"{path}: stack.xml has more than "
+                                            f"{4 * MAX_LAYERS} elements")
+                if depth > MAX_GROUP_DEPTH + 3:  # image > stack > groups... > layer
+                    raise InvalidInputError(f"{path}: stack.xml nests groups more than "
+                                            f"{MAX_GROUP_DEPTH} deep")
+        parser.close()
+    except ET.ParseError as exc:
+        raise InvalidInputError(f"{path}: stack.xml is not valid XML: {exc}") from None
+    if root is None or root.tag != "image" or root.find("stack") is None:
+        raise InvalidInputError(f"{path}: stack.xml has no <image><stack> root")
+    return root

@@ -13,10 +13,12 @@ effects and dissolve are reported as warnings rather than silently lost.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import struct
 import xml.etree.ElementTree as ET
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -30,14 +32,17 @@ from psd_tools.constants import ColorMode, Compression, Resource
 from psd_tools.psd.image_resources import ImageResource
 
 from ..blend import BlendMode
-from ..compositing import to_float_rgba
-from ..document import GroupInfo, Layer, LayerStack
+from ..document import Layer, LayerStack
 from ..errors import InvalidInputError, UnsupportedFormatError
 from ..imaging import to_uint8
-from ..limits import MAX_LAYERS, check_size, max_pixels
-from .manifest import decode_manifest, stack_manifest
+from ..limits import PixelBudget, check_size, max_pixels
+from .manifest import decode_manifest, manifest_bytes, stack_manifest
+from .psd_layers import read_layers
 
-__all__ = ["read_psd", "write_psd"]
+__all__ = ["PSD_MAX_SIDE", "read_psd", "write_psd"]
+
+PSD_MAX_SIDE = 30_000
+"""Widest/tallest canvas a .psd may have; larger ones are PSB (large document format)."""
 
 _TO_PSD = {
     BlendMode.NORMAL: PsdBlend.NORMAL, BlendMode.MULTIPLY: PsdBlend.MULTIPLY,
@@ -57,6 +62,8 @@ _TO_PSD = {
     BlendMode.PASS_THROUGH: PsdBlend.PASS_THROUGH,
 }
 _FROM_PSD = {psd: ours for ours, psd in _TO_PSD.items()}
+
+logging.getLogger("psd_tools").addHandler(logging.NullHandler())  # no stray lines on stderr
 
 _PLACEHOLDER = "Layer"
 """psd-tools encodes the legacy name field in MacRoman and fails on other scripts; layers are
@@ -84,42 +91,65 @@ def _layer_array(pixels: np.ndarray, depth: int) -> np.ndarray:
 
 
 def write_psd(stack: LayerStack, path: Path, depth: int | None = None,
-              compression: str = "rle") -> None:
-    """Write ``stack`` to ``path`` as PSD (``depth`` 8 or 16; default: 16 if any layer is)."""
+              compression: str = "rle", large: bool = False) -> None:
+    """Write ``stack`` to ``path`` as PSD, or as PSB when ``large`` (``depth`` 8 or 16;
+    default: 16 if any layer is)."""
     if not stack.layers:
         raise InvalidInputError("cannot write a PSD with no layers")
+    if not large and max(stack.size) > PSD_MAX_SIDE:
+        raise InvalidInputError(f"a {stack.width}x{stack.height} canvas needs the large "
+                                "document format: save as .psb")
     depth = _depth_for(stack, depth)
     codec = {"rle": Compression.RLE, "zip": Compression.ZIP, "raw": Compression.RAW}.get(
         compression)
     if codec is None:
         raise InvalidInputError(f"PSD compression must be rle, zip or raw, got {compression!r}")
     psd = PSDImage.new("RGBA", stack.size, depth=depth)
+    psd._record.header.version = 2 if large else 1
     cropped = stack.cropped_to_content()
 
+    scratch = _Scratch(psd)
+
     def emit(parent, nodes: list) -> None:
+        made = []
         for node in nodes:
             if hasattr(node, "children"):
                 info = cropped.groups[node.path]
-                group = Group.new(parent, name=_PLACEHOLDER)
+                group = Group.new(scratch.group(), name=_PLACEHOLDER)
                 group.name = node.path[-1]
                 group.opacity = round(info.opacity * 255)
                 group.blend_mode = _TO_PSD[info.blend_mode]
                 group.visible = info.visible
                 emit(group, node.children)
+                made.append(group)
                 continue
             layer: Layer = node.source
             pixels = layer.pixels
-            if pixels.size == 0:  # psd-tools needs at least one pixel; keep it transparent
+            if pixels.size == 0 or layer.adjustment is not None:
+                # psd-tools needs at least one pixel; an adjustment's coverage goes in its mask
                 pixels = np.zeros((1, 1, 4), pixels.dtype)
-            made = parent.create_pixel_layer_from_array(
+            item = scratch.group().create_pixel_layer_from_array(
                 _layer_array(pixels, depth), name=_PLACEHOLDER, left=layer.offset[0],
                 top=layer.offset[1], compression=codec, opacity=round(layer.opacity * 255),
                 blend_mode=_TO_PSD[layer.blend_mode])
-            made.name = layer.name
-            made.visible = layer.visible
+            item.name = layer.name
+            item.visible = layer.visible
+            if layer.adjustment is not None:
+                _make_adjustment(item, layer, stack.size, codec)
+            made.append(item)
+        parent.extend(made)
 
-    emit(psd, cropped.render_tree())
-    manifest = stack_manifest(cropped, [None] * len(cropped.layers))
+    # psd-tools rebuilds its record of the whole document after every added layer; build the
+    # tree first and the record once (the same record, without the quadratic cost).
+    psd._update_record = lambda: None
+    try:
+        emit(psd, cropped.render_tree())
+        scratch.remove()
+    finally:
+        del psd._update_record
+    psd._update_record()
+    manifest = manifest_bytes(stack_manifest(cropped, [None] * len(cropped.layers)),
+                              f"{path.name}: LayerStudio metadata")
     psd.image_resources[Resource.XMP_METADATA] = ImageResource(
         key=Resource.XMP_METADATA, data=_xmp_packet(manifest))
     composite = stack.composite_array()
@@ -139,6 +169,46 @@ def write_psd(stack: LayerStack, path: Path, depth: int | None = None,
     psd.save(path)
 
 
+class _Scratch:
+    """Small holding groups for new layers before they move to their parent in one step.
+
+    psd-tools re-checks every sibling each time a layer is added to a group, so adding 1,000
+    layers one by one to one parent costs 1,000^2 checks (27 s); created in groups of at most
+    ``SIZE`` and moved with one ``extend`` per parent, the export is linear in layer count."""
+
+    SIZE = 16
+
+    def __init__(self, psd: PSDImage) -> None:
+        self.psd, self.groups, self.used = psd, [], self.SIZE
+
+    def group(self) -> Group:
+        if self.used == self.SIZE:
+            self.groups.append(Group.new(self.psd, name=_PLACEHOLDER))
+            self.used = 0
+        self.used += 1
+        return self.groups[-1]
+
+    def remove(self) -> None:
+        kept = [item for item in self.psd if all(item is not g for g in self.groups)]
+        self.psd.clear()
+        self.psd.extend(kept)
+
+
+def _make_adjustment(made, layer: Layer, canvas: tuple[int, int], codec: Compression) -> None:
+    """Turn the placeholder layer ``made`` into ``layer``'s adjustment layer: its Photoshop
+    settings block as read, and its coverage as the layer mask (none when it covers the whole
+    canvas)."""
+    from psd_tools.psd.tagged_blocks import TaggedBlock
+
+    block = TaggedBlock.frombytes(layer.adjustment.block)
+    made._record.tagged_blocks[block.key] = block
+    coverage = to_uint8(layer.pixels)[..., 3]
+    whole = layer.bbox == (0, 0, *canvas) and coverage.min() == 255
+    if coverage.size and not whole:
+        made.create_mask(Image.fromarray(coverage, "L"), top=layer.offset[1],
+                         left=layer.offset[0], compression=codec)
+
+
 # --- LayerStudio metadata in XMP ---------------------------------------------------------------
 # PSD has no field for a layer's kind, its provenance or the document's prompt and seed. They
 # travel as our JSON manifest inside the file's XMP packet, which Photoshop keeps on re-save.
@@ -146,8 +216,8 @@ def write_psd(stack: LayerStack, path: Path, depth: int | None = None,
 XMP_NAMESPACE = "urn:layerstudio:ns:1.0"
 
 
-def _xmp_packet(manifest: dict) -> bytes:
-    body = escape(json.dumps(manifest, ensure_ascii=False))
+def _xmp_packet(manifest: bytes) -> bytes:
+    body = escape(manifest.decode("utf-8"))
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
@@ -206,10 +276,7 @@ def _check_header(path: Path) -> None:
     if len(header) < 26 or header[:4] != b"8BPS":
         raise UnsupportedFormatError(f"{path} is not a Photoshop file (no 8BPS signature)")
     version, _channels, height, width, depth, mode = struct.unpack(">H6xHIIHH", header[4:26])
-    if version == 2:
-        raise UnsupportedFormatError(f"{path} is a large-document PSB file, which is not "
-                                     "supported; save it as PSD")
-    if version != 1:
+    if version not in (1, 2):
         raise InvalidInputError(f"{path} has unknown PSD version {version}")
     check_size(width, height, what=f"{path} canvas")
     if mode not in (ColorMode.RGB, ColorMode.GRAYSCALE):
@@ -219,21 +286,22 @@ def _check_header(path: Path) -> None:
             "supported (convert it in your editor)")
     if depth not in (8, 16, 32):
         raise UnsupportedFormatError(f"{path} has {depth}-bit channels; use 8, 16 or 32 bits")
-    _check_sections(path)
+    _check_sections(path, version)
 
 
-def _check_sections(path: Path) -> None:
+def _check_sections(path: Path, version: int) -> None:
     """Walk the section lengths so a truncated file is caught before psd-tools reads it
-    (psd-tools pads short reads silently in places)."""
+    (psd-tools pads short reads silently in places). PSB stores the third length in 8 bytes."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         position = 26
-        for section in ("colour mode data", "image resources", "layer and mask information"):
+        for section, width in (("colour mode data", 4), ("image resources", 4),
+                               ("layer and mask information", 4 * version)):
             handle.seek(position)
-            raw = handle.read(4)
-            if len(raw) < 4:
+            raw = handle.read(width)
+            if len(raw) < width:
                 raise InvalidInputError(f"{path} is truncated in its {section} section")
-            position += 4 + struct.unpack(">I", raw)[0]
+            position += width + int.from_bytes(raw, "big")
             if position > size:
                 raise InvalidInputError(f"{path} is truncated: its {section} section runs "
                                         "past the end of the file")
@@ -241,168 +309,104 @@ def _check_sections(path: Path) -> None:
             raise InvalidInputError(f"{path} is truncated: the merged image data is missing")
 
 
-def _pixels_of(layer, depth: int) -> np.ndarray | None:
-    """A psd-tools layer's own pixels as RGBA at the document's precision."""
-    if depth == 8:
-        image = layer.topil()
-        return None if image is None else np.asarray(image.convert("RGBA")).copy()
-    array = layer.numpy()
-    if array is None:
-        return None
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    if array.shape[2] == 3:
-        array = np.concatenate([array, np.ones((*array.shape[:2], 1), array.dtype)], axis=2)
-    array = np.clip(array[..., :4], 0.0, 1.0)
-    if depth == 16:
-        return np.rint(array * 65535.0).astype(np.uint16)
-    array[..., :3] = _linear_to_srgb(array[..., :3])  # 32-bit documents hold linear light
-    return array.astype(np.float32)
-
-
-def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (IEC 61966-2-1), for Photoshop's linear 32-bit data."""
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
-
-
-def _scale_alpha(pixels: np.ndarray, factor: np.ndarray, at: tuple[int, int],
-                 outside: float) -> None:
-    """Multiply alpha by ``factor`` (floats in [0, 1]) placed at ``at`` (x, y) relative to the
-    layer, and by ``outside`` where the factor does not reach; in place, dtype kept."""
-    h, w = pixels.shape[:2]
-    cover = np.full((h, w), outside, np.float32)
-    fx, fy = at
-    y0, x0 = max(fy, 0), max(fx, 0)
-    y1, x1 = min(fy + factor.shape[0], h), min(fx + factor.shape[1], w)
-    if y0 < y1 and x0 < x1:
-        cover[y0:y1, x0:x1] = factor[y0 - fy:y1 - fy, x0 - fx:x1 - fx]
-    alpha = pixels[..., 3].astype(np.float32) * cover
-    pixels[..., 3] = alpha if pixels.dtype == np.float32 else np.rint(alpha).astype(pixels.dtype)
-
-
-def _apply_mask(pixels: np.ndarray, layer) -> bool:
-    """Multiply an enabled raster layer mask into alpha; True when one was applied."""
-    mask = layer.mask
-    if mask is None or mask.disabled:
-        return False
-    image = mask.topil()
-    if image is None:
-        return False
-    values = np.asarray(image.convert("L"), np.float32) / 255.0
-    _scale_alpha(pixels, values, (mask.left - layer.left, mask.top - layer.top),
-                 outside=mask.background_color / 255.0)
-    return True
-
-
-def _clip_to_base(pixels: np.ndarray, offset: tuple[int, int], base: Layer) -> None:
-    """Cut a clipped layer to its base layer's alpha (Photoshop clipping masks)."""
-    base_alpha = to_float_rgba(base.pixels)[..., 3]
-    _scale_alpha(pixels, base_alpha, (base.offset[0] - offset[0], base.offset[1] - offset[1]),
-                 outside=0.0)
-
-
 def read_psd(path: Path) -> LayerStack:
-    """Read a PSD file; what cannot be represented is listed in metadata['import_warnings']."""
+    """Read a PSD or PSB file; what cannot be represented is listed in
+    metadata['import_warnings'] (psd-tools' own log lines about the file go there too)."""
     _check_header(path)
-    try:
-        psd = PSDImage.open(path, max_alloc_bytes=max_pixels() * 16)
-    except (OSError, ValueError, EOFError, struct.error, IndexError, KeyError,
-            AssertionError) as exc:
-        raise InvalidInputError(f"{path} is corrupt or truncated ({type(exc).__name__}: "
-                                f"{exc})") from None
-    except Exception as exc:  # psd-tools raises assorted exceptions on malformed files
-        raise InvalidInputError(f"{path} could not be parsed as PSD: {exc}") from None
-    try:
-        psd._record.image_data.get_data(psd._record.header)  # decodes, so verifies, the RLE
-    except Exception as exc:
-        raise InvalidInputError(f"{path}: the merged image data is corrupt ({exc})") from None
-    stack = LayerStack(psd.width, psd.height, metadata={"source": path.name})
     warnings: list[str] = []
-    if psd.depth == 32:
-        warnings.append("32-bit linear-light channels converted to sRGB floats; values "
-                        "above 1.0 (HDR) are clipped")
-    try:
-        _read_children(psd, psd, (), stack, warnings)
-        if not stack.layers:
-            merged = psd.composite(force=False) if psd.has_preview() else None
-            if merged is None:
-                raise InvalidInputError(f"{path} has no layers and no merged image")
-            stack.add(Layer("Background", merged, kind="background"))
-            warnings.append("the file has no layers; imported its flattened image as one "
-                            "background layer")
-    except InvalidInputError:
-        raise
-    except Exception as exc:  # malformed layer records surface lazily, while reading pixels
-        raise InvalidInputError(f"{path}: could not read layer data ({type(exc).__name__}: "
-                                f"{exc})") from None
+    with _psd_tools_log(warnings):
+        psd = _open(path)
+        stack = LayerStack(psd.width, psd.height, metadata={"source": path.name})
+        if psd.depth == 32:
+            warnings.append("32-bit linear-light channels converted to sRGB floats; values "
+                            "above 1.0 (HDR) are clipped")
+        if psd.color_mode == ColorMode.GRAYSCALE and Resource.ICC_PROFILE in \
+                psd.image_resources:
+            warnings.append("the grayscale colour profile is not applied: grey values are "
+                            "read as sRGB, so mid-tones may look darker than in Photoshop")
+        budget = PixelBudget(str(path))
+        try:
+            read_layers(psd, stack, _FROM_PSD, warnings, budget)
+            if not stack.layers:
+                merged = psd.composite(force=False) if psd.has_preview() else None
+                if merged is None:
+                    raise InvalidInputError(f"{path} has no layers and no merged image")
+                stack.add(Layer("Background", merged, kind="background"))
+                warnings.append("the file has no layers; imported its flattened image as one "
+                                "background layer")
+            else:
+                _compare_with_stored(psd, stack, warnings)
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # malformed layer records surface lazily, while reading
+            raise InvalidInputError(f"{path}: could not read layer data ({type(exc).__name__}"
+                                    f": {exc})") from None
     manifest = _manifest_from_xmp(psd, path)
     if manifest is not None:
         _apply_manifest(stack, manifest)
     if warnings:
-        stack.metadata["import_warnings"] = warnings
+        stack.metadata["import_warnings"] = list(dict.fromkeys(warnings))
     return stack
 
 
-def _read_children(psd: PSDImage, parent, group: tuple[str, ...], stack: LayerStack,
-                   warnings: list[str]) -> None:
-    base: Layer | None = None  # the most recent non-clipped layer, for clipping masks
-    for item in parent:
-        if len(stack.layers) >= MAX_LAYERS:
-            raise InvalidInputError(f"the file has more than {MAX_LAYERS} layers")
-        label = f"layer {item.name!r}"
-        mode = _FROM_PSD.get(item.blend_mode)
-        if mode is None:  # dissolve
-            warnings.append(f"{label}: blend mode {item.blend_mode.name.lower()} is not "
-                            "supported; using normal")
-            mode = BlendMode.NORMAL
-        if item.is_group():
-            name, n = item.name or "Group", 2
-            while (*group, name) in stack.groups:
-                name, n = f"{item.name} ({n})", n + 1
-            path = (*group, name)
-            stack.set_group(path, GroupInfo(item.opacity / 255.0, mode, item.visible))
-            before = len(stack.layers)
-            _read_children(psd, item, path, stack, warnings)
-            if len(stack.layers) == before:
-                warnings.append(f"group {item.name!r} is empty; empty groups are not kept")
-                del stack.groups[path]
-            base = None
-            continue
-        if item.kind in ("adjustment", "brightnesscontrast", "levels", "curves", "exposure",
-                         "vibrance", "huesaturation", "colorbalance", "blackandwhite",
-                         "photofilter", "channelmixer", "colorlookup", "invert", "posterize",
-                         "threshold", "selectivecolor", "gradientmap"):
-            warnings.append(f"{label}: adjustment layers ({item.kind}) are not supported; "
-                            "skipped")
-            continue
-        pixels = _pixels_of(item, psd.depth)
-        if pixels is None and item.kind in ("solidcolorfill", "patternfill", "gradientfill",
-                                            "shape", "type", "smartobject"):
-            image = item.composite()
-            pixels = None if image is None else np.asarray(image.convert("RGBA")).copy()
-        if item.kind in ("shape", "type", "smartobject", "solidcolorfill", "patternfill",
-                         "gradientfill"):
-            warnings.append(f"{label}: {item.kind} layer imported as pixels (rasterised)")
-        offset = (item.left, item.top)
-        if pixels is None:
-            pixels = np.zeros((0, 0, 4), np.uint8 if psd.depth == 8 else np.uint16)
-        elif pixels.size and item.has_mask() and _apply_mask(pixels, item):
-            warnings.append(f"{label}: layer mask applied to its alpha")
-        if item.has_effects():
-            warnings.append(f"{label}: layer effects (shadows, strokes, ...) are not imported")
-        if item.fill_opacity != 255 and item.fill_opacity is not None:
-            warnings.append(f"{label}: fill opacity folded into layer opacity")
-        opacity = item.opacity / 255.0 * ((item.fill_opacity or 255) / 255.0)
-        if item.clipping and base is not None and pixels.size:
-            _clip_to_base(pixels, offset, base)
-            warnings.append(f"{label}: clipping mask baked into its alpha")
-        layer = Layer(name=item.name or "Layer", pixels=pixels, offset=offset,
-                      opacity=opacity, blend_mode=mode, visible=item.visible,
-                      kind="background" if item.name == "Background" and not stack.layers
-                      else "object", group=group)
-        stack.add(layer)
-        if not item.clipping:
-            base = layer
+def _open(path: Path) -> PSDImage:
+    try:
+        psd = PSDImage.open(path, max_alloc_bytes=max_pixels() * 16)
+    except Exception as exc:  # psd-tools raises assorted exceptions on malformed files
+        raise InvalidInputError(f"{path} is corrupt or truncated ({type(exc).__name__}: "
+                                f"{exc})") from None
+    try:
+        psd._record.image_data.get_data(psd._record.header)  # decodes, so verifies, the RLE
+    except Exception as exc:
+        raise InvalidInputError(f"{path}: the merged image data is corrupt ({exc})") from None
+    return psd
+
+
+MISMATCH_WARN = 2.0
+"""Mean difference (in 1/255) from Photoshop's stored composite above which import warns."""
+
+
+def _compare_with_stored(psd: PSDImage, stack: LayerStack, warnings: list[str]) -> None:
+    """Warn when our rendering of the layers differs from the composite Photoshop stored, so no
+    document looks different here without a word (the other warnings say what is missing)."""
+    try:
+        stored = psd.composite(force=False) if psd.has_preview() else None
+    except Exception:  # an undecodable preview is only a missing reference
+        stored = None
+    if stored is None or stored.size != stack.size:
+        return
+    ours = stack.composite_array()
+    theirs = np.asarray(stored.convert("RGBA"), np.float32) / 255.0
+    on_white = [image[..., :3] * image[..., 3:] + (1.0 - image[..., 3:])
+                for image in (ours, theirs)]
+    difference = float(np.abs(on_white[0] - on_white[1]).mean() * 255.0)
+    if difference > MISMATCH_WARN:
+        known = "see the warnings above" if warnings else "a Photoshop feature LayerStudio " \
+            "does not read"
+        warnings.append(f"the layers render {difference:.1f}/255 (mean) away from the "
+                        f"composite Photoshop stored ({known}); check the result before "
+                        "exporting")
+
+
+@contextlib.contextmanager
+def _psd_tools_log(warnings: list[str]) -> Iterator[None]:
+    """Collect psd-tools' log lines about this file as import warnings instead of letting them
+    reach the terminal next to our own messages."""
+    logger = logging.getLogger("psd_tools")
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.append(f"psd-tools: {record.getMessage()}")
+
+    handler = Collect(logging.WARNING)
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
 
 
 def merged_image(path: str | Path) -> Image.Image | None:

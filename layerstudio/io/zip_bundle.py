@@ -6,14 +6,23 @@ the PNGs cannot (see :mod:`layerstudio.io.manifest`).
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from ..document import LayerStack
 from ..errors import InvalidInputError
+from ..limits import PixelBudget
 from .archive import open_archive, read_member
-from .manifest import decode_manifest, layer_file_name, parse_manifest, safe_member, stack_manifest
+from .manifest import (
+    decode_manifest,
+    layer_file_name,
+    manifest_bytes,
+    parse_manifest,
+    safe_member,
+    stack_manifest,
+)
 from .raster import decode_png, encode_png, png_bytes
 
 __all__ = ["read_zip", "write_zip"]
@@ -23,9 +32,9 @@ def write_zip(stack: LayerStack, path: Path) -> None:
     """Write ``stack`` as a ZIP bundle at ``path`` (layers cropped to their content)."""
     cropped = stack.cropped_to_content()
     files = [layer_file_name(i, layer.name) for i, layer in enumerate(cropped)]
+    manifest = manifest_bytes(stack_manifest(cropped, files), f"{path.name}: manifest")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
-        manifest = stack_manifest(cropped, files)
-        bundle.writestr("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
+        bundle.writestr("manifest.json", manifest)
         for layer, name in zip(cropped, files, strict=True):
             # PNG is already deflated: storing avoids compressing twice.
             bundle.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)),
@@ -42,8 +51,8 @@ def read_zip(path: Path) -> LayerStack:
                                     "ZIP bundle")
         manifest = decode_manifest(read_member(bundle, "manifest.json"), f"{path}: manifest")
 
-        def read_pixels(entry: dict):
+        def read_pixels(entry: dict, budget: PixelBudget) -> np.ndarray:
             name = safe_member(entry.get("file"), f"{path}: layer {entry.get('name')!r}")
-            return decode_png(read_member(bundle, name), f"{path}:{name}")
+            return decode_png(read_member(bundle, name), f"{path}:{name}", budget)
 
         return parse_manifest(manifest, read_pixels, str(path))

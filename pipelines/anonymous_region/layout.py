@@ -8,7 +8,6 @@ snaps them outward to the transformer's token grid.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from layerstudio import jsonsafe
 from layerstudio.errors import InvalidInputError
 from layerstudio.imaging import as_rgba_array, to_uint8
+from layerstudio.io.raster import read_file_bytes
+from layerstudio.limits import MAX_LAYERS
 
 from .regions import TokenBox, token_count
 
@@ -52,12 +54,8 @@ def load_layout(path: str | Path) -> tuple[list[Box], dict[str, Any]]:
     "height": H, "prompt": ...}`` whose boxes may also be ``{"x":, "y":, "w":, "h":}``.
     Returns the boxes and the other fields."""
     path = Path(path)
-    if path.stat().st_size > 1_000_000:
-        raise InvalidInputError(f"{path.name}: a layout file over 1 MB is not a layout")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"{path.name} is not valid JSON: {exc}") from None
+    limit = 1_000_000  # a layout file over 1 MB is not a layout
+    data = jsonsafe.loads(read_file_bytes(path, path.name, limit), path.name, limit)
     extra: dict[str, Any] = {}
     if isinstance(data, dict):
         extra = {k: v for k, v in data.items() if k != "boxes"}
@@ -109,6 +107,8 @@ def plan_boxes(count: int, width: int, height: int, seed: int = 0) -> list[Box]:
     (stacking) does not follow reading order."""
     if count < 1:
         raise InvalidInputError(f"need at least one region, got {count}")
+    if count > MAX_LAYERS:  # checked before any allocation sized by the count
+        raise InvalidInputError(f"{count} regions: a document holds at most {MAX_LAYERS} layers")
     rng = np.random.default_rng(seed)
     columns = max(1, round(math.sqrt(count * width / height)))
     rows = math.ceil(count / columns)
