@@ -13,7 +13,7 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from layerstudio import BlendMode, LayerStack
+from layerstudio import BlendMode, Layer, LayerStack
 from layerstudio.studio import Studio
 from layerstudio.ui.app import build_app, launch, theme
 
@@ -168,3 +168,31 @@ def test_ui_command_checks_its_options(capsys):
     assert "--concurrency must be between 1 and 16" in capsys.readouterr().err
     assert main(["ui", "--max-upload-mb", "0"]) == 2
     assert "--max-upload-mb" in capsys.readouterr().err
+
+
+def test_fifty_clients_opening_one_file_at_once_get_whole_pictures(server, tmp_path):
+    """Identical previews for concurrent clients once shared one cache file that Gradio
+    rewrote while others downloaded it (truncated pictures): every picture must decode."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)  # noise: large PNGs, so a rewrite takes long enough to see
+    source = LayerStack(300, 240, layers=[
+        Layer("noise", rng.integers(0, 256, (240, 300, 4), dtype=np.uint8))]).save(
+        tmp_path / "shared.psd")  # under the test server's 1 MB upload cap
+
+    def one_client(index: int) -> list[tuple[int, int]]:
+        c = Client(server.local_url, verbose=False, download_files=str(tmp_path / str(index)))
+        opened = c.predict(handle_file(str(source)), api_name="/open")
+        pictures = [opened[0]] + [item["image"] for item in opened[2]["value"]]
+        sizes = []
+        for picture in pictures:
+            with Image.open(picture) as image:
+                image.load()  # a truncated download raises here
+                sizes.append(image.size)
+        return sizes
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(one_client, range(50)))
+    assert len(results) == 50 and all(sizes == results[0] for sizes in results)

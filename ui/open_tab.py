@@ -7,7 +7,6 @@ importer could not represent (adjustment layers, effects) is shown as warnings i
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from .session import Session
 __all__ = ["OPEN_SUFFIXES", "build_open_tab", "open_document"]
 
 OPEN_SUFFIXES = (*LAYERED_SUFFIXES, *RASTER_SUFFIXES)
-UPLOAD_RETRIES = 3
 
 
 def open_document(path: str | Path) -> tuple[LayerStack, list[str]]:
@@ -35,29 +33,10 @@ def open_document(path: str | Path) -> tuple[LayerStack, list[str]]:
     if path.suffix.lower() not in OPEN_SUFFIXES:
         raise InvalidInputError(f"cannot open {path.name!r}: LayerStudio opens "
                                 f"{', '.join(OPEN_SUFFIXES)}")
-    attempt = 0
-    while True:
-        before = _version(path)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                stack = LayerStack.load(path)
-            return stack, [str(warning.message) for warning in caught]
-        except InvalidInputError:
-            # Gradio caches uploads by content, so many clients sending the same file write
-            # the same path at once: a read that raced such a rewrite is tried again.
-            if attempt == UPLOAD_RETRIES or _version(path) == before:
-                raise
-            attempt += 1
-            time.sleep(0.1 * attempt)
-
-
-def _version(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stack = LayerStack.load(path)
+    return stack, [str(warning.message) for warning in caught]
 
 
 def build_open_tab(view: DocumentView) -> None:

@@ -3,9 +3,16 @@
 Previews are PIL images that the app hands to Gradio with ``format="png"`` (Gradio's default
 WebP is lossy and would smear alpha edges). Small canvases are enlarged with nearest-neighbour
 so that a 64 px generation is not a blur in the browser.
+
+Gradio caches an output image under a hash of its bytes and writes that file in place, so two
+clients shown identical pictures at once (50 people opening one file) would rewrite one cache
+file while the other's browser downloads it, getting it truncated. Every picture for the page
+therefore carries a unique PNG text chunk (:func:`for_page`): its own cache file, written once.
 """
 
 from __future__ import annotations
+
+import uuid
 
 from PIL import Image
 
@@ -13,7 +20,7 @@ from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import fit_within, over_checkerboard
 from layerstudio.preview import placed
 
-__all__ = ["MIN_PREVIEW", "THUMBNAIL", "enlarged", "layer_caption", "layer_list",
+__all__ = ["MIN_PREVIEW", "THUMBNAIL", "enlarged", "for_page", "layer_caption", "layer_list",
            "on_checkerboard", "preview", "status_line"]
 
 MIN_PREVIEW = 384
@@ -30,11 +37,18 @@ def enlarged(image: Image.Image, minimum: int) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
+def for_page(image: Image.Image) -> Image.Image:
+    """``image`` marked with a unique PNG text chunk, so Gradio caches it in a file of its own
+    (see the module docstring); the pixels are untouched."""
+    image.info["layerstudio-render"] = uuid.uuid4().hex
+    return image
+
+
 def on_checkerboard(image: Image.Image, minimum: int = MIN_PREVIEW) -> Image.Image:
     """An RGBA image for the page: enlarged, over a checkerboard (transparency shows as grey
     squares)."""
     image = enlarged(image, minimum)
-    return over_checkerboard(image, cell=max(4, image.width // 32))
+    return for_page(over_checkerboard(image, cell=max(4, image.width // 32)))
 
 
 def preview(stack: LayerStack) -> Image.Image:
@@ -62,7 +76,7 @@ def layer_list(stack: LayerStack | None) -> list[tuple[Image.Image, str]]:
             thumb = enlarged(thumb, THUMBNAIL)
         if not layer.visible:  # faded, as editors grey out hidden layers
             thumb.putalpha(thumb.getchannel("A").point(lambda a: a * 35 // 100))
-        items.append((over_checkerboard(thumb, cell=6), layer_caption(layer)))
+        items.append((for_page(over_checkerboard(thumb, cell=6)), layer_caption(layer)))
     return items
 
 

@@ -41,7 +41,9 @@ def read_file_bytes(path: str | Path, what: str | None = None, limit: int | None
     what = what or str(path)
     limit = max_file_bytes() if limit is None else limit
     try:
-        with open(path, "rb", buffering=0) as handle:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(descriptor, "rb", buffering=0) as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise InvalidInputError(f"{what} is not a regular file")
