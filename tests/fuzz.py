@@ -136,6 +136,27 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+def _psd_with_xmp(manifest: bytes, wrap: str = "{}") -> bytes:
+    """A small PSD whose XMP packet carries ``manifest`` (placed where ``{}`` is in ``wrap``)."""
+    from psd_tools import PSDImage
+    from psd_tools.constants import Resource
+    from psd_tools.psd.image_resources import ImageResource
+
+    from layerstudio.io.psd import _xmp_packet
+
+    psd = PSDImage.new("RGBA", (8, 8))
+    psd.create_pixel_layer_from_array(np.full((4, 4, 4), 255, np.uint8), name="a")
+    packet = _xmp_packet(manifest).decode("utf-8")
+    start = packet.index("<layerstudio:manifest>")
+    end = packet.index("</layerstudio:manifest>") + len("</layerstudio:manifest>")
+    packet = packet[:start] + wrap.replace("{}", packet[start:end]) + packet[end:]
+    psd.image_resources[Resource.XMP_METADATA] = ImageResource(
+        key=Resource.XMP_METADATA, data=packet.encode("utf-8"))
+    buffer = io.BytesIO()
+    psd.save(buffer)
+    return buffer.getvalue()
+
+
 def crafted() -> Iterator[tuple[str, str, bytes]]:
     """(name, suffix, bytes) for each crafted attack."""
     small = _png(8, 8)
@@ -186,6 +207,13 @@ def crafted() -> Iterator[tuple[str, str, bytes]]:
                               "a.png": small}))
     deflate[60:90] = b"\xff" * 30
     yield "corrupt-deflate", ".zip", bytes(deflate)
+
+    yield "psd-deep-xmp-json", ".psd", _psd_with_xmp(
+        ('{"format": "layerstudio", "version": 1, "layers": [], "metadata": '
+         + _nested(2000) + "}").encode())
+    yield "psd-deep-xmp-xml", ".psd", _psd_with_xmp(
+        b'{"format": "layerstudio", "version": 1, "layers": []}',
+        wrap="<a>" * 5000 + "{}" + "</a>" * 5000)
 
     def ora(xml: str, extra: dict[str, bytes] | None = None) -> bytes:
         return _zip({"mimetype": b"image/openraster", "stack.xml": xml.encode(),

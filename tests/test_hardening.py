@@ -318,3 +318,22 @@ def test_identical_pictures_for_two_clients_get_their_own_cache_files(tmp_path):
     paths = {save_pil_to_cache(image, str(tmp_path), format="png")
              for image in (first, second, layer_list(stack)[0][0], layer_list(stack)[0][0])}
     assert len(paths) == 4
+
+
+def test_the_cli_answers_hostile_files_with_one_error_line(tmp_path, capsys):
+    from fuzz import crafted
+
+    from layerstudio.cli import main
+
+    for name, suffix, data in crafted():
+        if "big-png" in name or "png-40x" in name:
+            continue  # decoding 64 MP images: covered by the budget tests above
+        path = tmp_path / f"{name}{suffix}"
+        path.write_bytes(data)
+        for argv in (["inspect", str(path)], ["convert", str(path), str(tmp_path / "o.psd")]):
+            code = main(argv)
+            err = capsys.readouterr().err.strip().splitlines()
+            errors = [line for line in err if not line.startswith("warning:")]
+            assert code in (0, 2), (name, argv[0], err)
+            assert len(errors) == (1 if code == 2 else 0), (name, err)
+            assert code == 0 or errors[0].startswith("error: "), (name, err)

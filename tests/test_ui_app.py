@@ -183,7 +183,8 @@ def test_fifty_clients_opening_one_file_at_once_get_whole_pictures(server, tmp_p
         tmp_path / "shared.psd")  # under the test server's 1 MB upload cap
 
     def one_client(index: int) -> list[tuple[int, int]]:
-        c = Client(server.local_url, verbose=False, download_files=str(tmp_path / str(index)))
+        c = Client(server.local_url, verbose=False, download_files=str(tmp_path / str(index)),
+                   httpx_kwargs={"timeout": 120})  # 50 uploads at once on two cores are slow
         opened = c.predict(handle_file(str(source)), api_name="/open")
         pictures = [opened[0]] + [item["image"] for item in opened[2]["value"]]
         sizes = []
