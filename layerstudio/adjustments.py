@@ -57,6 +57,16 @@ class Adjustment:
             raise InvalidInputError("adjustment block must be 12 bytes to 1 MiB of data")
         if self.depth not in (8, 16, 32):
             raise InvalidInputError(f"adjustment depth must be 8, 16 or 32, got {self.depth}")
+        try:  # parsed now, so a damaged block is refused here and not while compositing
+            settings = _settings(self.block, self.depth)
+        except InvalidInputError:
+            raise
+        except Exception as exc:
+            raise InvalidInputError(f"the {self.kind} adjustment's settings block is damaged "
+                                    f"({type(exc).__name__}: {exc})") from None
+        if type(settings).__name__.lower() != self.kind:
+            raise InvalidInputError(f"the adjustment block {self.key!r} does not define a "
+                                    f"{self.kind} adjustment")
 
     @property
     def key(self) -> bytes:

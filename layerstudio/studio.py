@@ -254,6 +254,9 @@ class Studio:
         stack = stack.copy()
         index = stack.index(layer)
         target = stack.layers[index]
+        if target.adjustment is not None:
+            raise InvalidInputError(f"{target.name!r} is an adjustment layer ("
+                                    f"{target.adjustment.kind}); it has no pixels to regenerate")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError("the prompt is empty; describe what the layer should show")
         preset = get_preset(model)
