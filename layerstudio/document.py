@@ -308,7 +308,7 @@ class LayerStack:
         """The per-document caps, checked on every path that adds a layer."""
         if len(self.layers) >= MAX_LAYERS:
             raise InvalidInputError(f"a stack holds at most {MAX_LAYERS} layers")
-        used = sum(other.width * other.height for other in self.layers)
+        used = sum(other.pixels.size for other in self.layers) // 4  # C attribute: fast
         limit = max_document_pixels()
         if used + layer.width * layer.height > limit:
             raise ImageTooLargeError(

@@ -54,9 +54,13 @@ MAX_SIDE = 2048
 def _settings(preset, steps: int | None, size: int | None, guidance: float | None
               ) -> tuple[int, int, float]:
     """Steps, size and guidance: the preset's defaults where not given, checked."""
-    steps = preset.steps if steps is None else int(steps)
-    size = preset.resolution if size is None else int(size)
-    guidance = preset.guidance if guidance is None else float(guidance)
+    try:
+        steps = preset.steps if steps is None else int(steps)
+        size = preset.resolution if size is None else int(size)
+        guidance = preset.guidance if guidance is None else float(guidance)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInputError(f"steps, size and guidance must be numbers, got {steps!r}, "
+                                f"{size!r} and {guidance!r}") from None
     if not 1 <= steps <= 1000:
         raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
     if not 16 <= size <= MAX_SIDE or size % 16:
@@ -65,6 +69,17 @@ def _settings(preset, steps: int | None, size: int | None, guidance: float | Non
     if not 0 <= guidance <= 50:
         raise InvalidInputError(f"guidance must be between 0 and 50, got {guidance}")
     return steps, size, guidance
+
+
+def checked_seed(seed: Any) -> int:
+    """A seed as torch takes it (a whole number in [0, 2^63), 5.0 counting as 5), or a clear
+    error."""
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not 0 <= seed < 2**63:
+        raise InvalidInputError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+    return int(seed)
 
 
 def _pixels(value: Any, what: str) -> np.ndarray:
@@ -172,6 +187,7 @@ class Studio:
         (transparent models only). In ``layers`` mode ``boxes`` is the layout (see
         :func:`resolve_boxes`): one transparent layer per box, bottom to top. ``on_step``
         (see :data:`StepCallback`) reports progress and can cancel."""
+        seed = checked_seed(seed)
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
         model = model or MODE_MODELS[mode]
@@ -196,7 +212,7 @@ class Studio:
         pipe = self.pipeline(model)
         options: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance,
                                        height=size, width=size,
-                                       generator=torch.Generator().manual_seed(int(seed)))
+                                       generator=torch.Generator().manual_seed(seed))
         if negative_prompt:
             options["negative_prompt"] = negative_prompt
         if condition is not None:
@@ -217,7 +233,7 @@ class Studio:
             started = time.perf_counter()
             result = pipe(prompt, **options)
         seconds = round(time.perf_counter() - started, 3)
-        info = {"model": model, "prompt": prompt, "seed": int(seed), "steps": steps,
+        info = {"model": model, "prompt": prompt, "seed": seed, "steps": steps,
                 "guidance": guidance, "mode": mode, "seconds": seconds}
         if condition is not None:
             info["stop_at"] = float(stop_at)
@@ -248,6 +264,7 @@ class Studio:
         white = repaint) limits the change to a region, outside which the layer's pixels and
         alpha stay exactly as they were. Name, opacity, blend mode, group and visibility are
         kept. ``on_step`` as in :meth:`generate`. Returns a new stack."""
+        seed = checked_seed(seed)
         stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
         if not isinstance(stack, LayerStack):
             raise InvalidInputError("the document must be a LayerStack or a file path")
@@ -284,7 +301,7 @@ class Studio:
         editor = LatentTransparencyImg2ImgPipeline(**pipe.components)
         editor.set_progress_bar_config(leave=False)
         options: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance,
-                                       generator=torch.Generator().manual_seed(int(seed)))
+                                       generator=torch.Generator().manual_seed(seed))
         if negative_prompt:
             options["negative_prompt"] = negative_prompt
         options.update(_step_hook(on_step, steps))
@@ -294,7 +311,7 @@ class Studio:
                           **options).images[0]
         if made.size != stack.size:
             made = made.resize(stack.size, Image.LANCZOS)
-        info = {"model": model, "prompt": prompt, "seed": int(seed), "steps": steps,
+        info = {"model": model, "prompt": prompt, "seed": seed, "steps": steps,
                 "guidance": guidance, "strength": strength, "masked": mask is not None,
                 "seconds": round(time.perf_counter() - started, 3)}
         edited = target.copy(pixels=np.asarray(made), offset=(0, 0),

@@ -110,6 +110,11 @@ def test_hostile_batch_lines_are_recorded_not_fatal(tmp_path):
     errors = [job.error for job in read_jobs(jobs)]
     assert errors[0] is None and errors[3] is None
     assert "nested deeper" in errors[1] and "out of range" in errors[2]
+    from layerstudio.studio import Studio
+
+    for bad in ({"seed": 10**100}, {"seed": "1"}, {"steps": "many"}):  # before any model loads
+        with pytest.raises(InvalidInputError, match="seed|steps"):
+            Studio().generate("an apple", **bad)
 
 
 def test_special_files_are_not_read(tmp_path):

@@ -21,7 +21,7 @@ from ..document import Layer, LayerStack
 from ..errors import InvalidInputError, LayerStudioError, UnsupportedFormatError
 from .atomic import atomic_path
 from .ora import read_ora, write_ora
-from .psd import PSD_MAX_SIDE, read_psd, write_psd
+from .psd import read_psd, write_psd
 from .raster import RASTER_SUFFIXES, read_file_bytes, read_image_file, write_flat_image
 from .zip_bundle import read_zip, write_zip
 
@@ -55,10 +55,6 @@ def save_stack(stack: LayerStack, path: str | Path, **options: Any) -> Path:
             "image")
     if options and suffix not in _PHOTOSHOP:
         raise InvalidInputError(f"options {sorted(options)} apply only to PSD files")
-    if suffix == ".psd" and max(stack.size) > PSD_MAX_SIDE:
-        raise InvalidInputError(
-            f"a {stack.width}x{stack.height} canvas is larger than PSD allows "
-            f"({PSD_MAX_SIDE:,} px a side); save it as .psb (large document format)")
     try:
         with atomic_path(path) as tmp:
             if suffix in writers:

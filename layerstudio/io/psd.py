@@ -1,14 +1,14 @@
-"""Photoshop (.psd) reader and writer on top of psd-tools.
+"""Photoshop (.psd, and .psb for large documents) reader and writer on top of psd-tools.
 
 Writing: an RGB document with transparency, one pixel layer per layer cropped to its alpha
 bounding box and placed with left/top, groups as folders, blend modes, opacity, visibility,
-unicode names, 8 or 16 bits per channel, and our own composite stored as the merged image so
-that viewers which only read that (ImageMagick frame 0, previews) show exactly what we render.
+unicode names, 8 or 16 bits per channel, adjustment layers with their Photoshop settings, and
+our own composite stored as the merged image so that viewers which only read that (ImageMagick
+frame 0, previews) show exactly what we render.
 
-Reading: real Photoshop files. Pixel, shape, type and smart-object layers come in as pixels
-(the latter three are rasterised, with a warning); raster layer masks are multiplied into
-alpha; clipped layers are cut to the alpha of their base; adjustment and fill layers, layer
-effects and dissolve are reported as warnings rather than silently lost.
+Reading: real Photoshop files, layer by layer in :mod:`.psd_layers`; what cannot be represented
+(effects, dissolve, baked masks) is reported as warnings rather than silently lost, and so is a
+rendering that differs from the composite Photoshop stored.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def write_psd(stack: LayerStack, path: Path, depth: int | None = None,
     if not stack.layers:
         raise InvalidInputError("cannot write a PSD with no layers")
     if not large and max(stack.size) > PSD_MAX_SIDE:
-        raise InvalidInputError(f"a {stack.width}x{stack.height} canvas needs the large "
-                                "document format: save as .psb")
+        raise InvalidInputError(
+            f"a {stack.width}x{stack.height} canvas is larger than PSD allows "
+            f"({PSD_MAX_SIDE:,} px a side); save it as .psb (large document format)")
     depth = _depth_for(stack, depth)
     codec = {"rle": Compression.RLE, "zip": Compression.ZIP, "raw": Compression.RAW}.get(
         compression)
