@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .blend import BlendMode, blend_function
-from .kernels import finish_uint8, over_straight
+from .kernels import Kernels, for_canvas
 
 __all__ = ["GroupNode", "PixelNode", "blend_premultiplied", "render", "to_float_rgba",
            "unpremultiply"]
@@ -122,14 +122,15 @@ def render(nodes: Sequence[PixelNode | GroupNode], size: tuple[int, int],
     width, height = size
     out = np.empty((height, width, 4), dtype=dtype)
     rows = max(1, STRIP_PIXELS // max(width, 1))
+    loops = for_canvas(width * height)
     starts = range(0, height, rows)
 
     def work(row0: int) -> None:
         row1 = min(height, row0 + rows)
         buf = np.zeros((row1 - row0, width, 4), dtype=np.float32)
-        _render_into(buf, nodes, row0)
+        _render_into(buf, nodes, row0, loops)
         if out.dtype == np.uint8:
-            finish_uint8(buf, out[row0:row1])
+            loops.finish_uint8(buf, out[row0:row1])
         else:
             out[row0:row1] = unpremultiply(buf)
 
@@ -160,13 +161,13 @@ _UNIT = {np.dtype(np.uint8): 1.0 / 255.0, np.dtype(np.uint16): 1.0 / 65535.0,
          np.dtype(np.float32): 1.0}
 
 
-def _blend_layer(buf: np.ndarray, row0: int, node: PixelNode) -> None:
+def _blend_layer(buf: np.ndarray, row0: int, node: PixelNode, loops: Kernels) -> None:
     placed = _place(buf, row0, node.pixels, node.offset)
     if placed is None:
         return
     dst, src = placed
     if node.blend_mode is BlendMode.NORMAL:
-        over_straight(dst, src, float(node.opacity), _UNIT[src.dtype])
+        loops.over_straight(dst, src, float(node.opacity), _UNIT[src.dtype])
         return
     straight = to_float_rgba(src)
     src_a = straight[..., 3:4] * np.float32(node.opacity)
@@ -190,7 +191,8 @@ def _adjust_backdrop(buf: np.ndarray, row0: int, node: PixelNode) -> None:
     dst[..., :3] += cover * (ab * cs - dst[..., :3])
 
 
-def _render_into(buf: np.ndarray, nodes: Sequence[PixelNode | GroupNode], row0: int) -> None:
+def _render_into(buf: np.ndarray, nodes: Sequence[PixelNode | GroupNode], row0: int,
+                 loops: Kernels) -> None:
     """Composite ``nodes`` onto the premultiplied strip ``buf`` (canvas rows from ``row0``)."""
     for node in nodes:
         if not node.visible or node.opacity <= 0.0:
@@ -198,21 +200,21 @@ def _render_into(buf: np.ndarray, nodes: Sequence[PixelNode | GroupNode], row0: 
         if isinstance(node, PixelNode) and node.adjust is not None:
             _adjust_backdrop(buf, row0, node)
         elif isinstance(node, PixelNode):
-            _blend_layer(buf, row0, node)
+            _blend_layer(buf, row0, node, loops)
         elif node.blend_mode is BlendMode.PASS_THROUGH:
             # Children blend straight into the backdrop; group opacity fades the whole result
             # back towards the backdrop, as Photoshop does for pass-through groups.
             if node.opacity >= 1.0:
-                _render_into(buf, node.children, row0)
+                _render_into(buf, node.children, row0, loops)
             else:
                 before = buf.copy()
-                _render_into(buf, node.children, row0)
+                _render_into(buf, node.children, row0, loops)
                 buf -= before
                 buf *= np.float32(node.opacity)
                 buf += before
         else:
             isolated = np.zeros_like(buf)
-            _render_into(isolated, node.children, row0)
+            _render_into(isolated, node.children, row0, loops)
             opacity = np.float32(node.opacity)
             blend_premultiplied(buf, isolated[..., :3] * opacity, isolated[..., 3:4] * opacity,
                                 node.blend_mode)

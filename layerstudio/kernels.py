@@ -9,9 +9,14 @@ when Numba is missing and by the tests as the reference.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["HAVE_NUMBA", "finish_uint8", "over_straight"]
+__all__ = ["HAVE_NUMBA", "NUMPY", "Kernels", "finish_uint8", "for_canvas", "over_straight"]
 
 
 def over_straight_numpy(dst: np.ndarray, src: np.ndarray, opacity: float, unit: float) -> None:
@@ -32,17 +37,19 @@ def finish_uint8_numpy(buf: np.ndarray, out: np.ndarray) -> None:
     out[..., 3:4] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-try:
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _compiled() -> tuple[Callable, Callable]:
+    """The Numba versions, compiled (or loaded from Numba's cache) on first use: importing
+    Numba costs a fifth of a second, which commands that never composite should not pay."""
+    if not HAVE_NUMBA:  # pragma: no cover - exercised only where numba is not installed
+        return over_straight_numpy, finish_uint8_numpy
     import numba
-except ImportError:  # pragma: no cover - exercised only where numba is not installed
-    numba = None
-
-HAVE_NUMBA = numba is not None
-
-if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
-    def _over_straight_jit(dst, src, opacity, unit):  # pragma: no cover - compiled
+    def over_straight_jit(dst, src, opacity, unit):  # pragma: no cover - compiled
         scale = np.float32(unit * opacity)
         unit32 = np.float32(unit)
         for i in range(dst.shape[0]):
@@ -58,7 +65,7 @@ if numba is not None:
                 dst[i, j, 3] = a + dst[i, j, 3] * keep
 
     @numba.njit(cache=True, nogil=True)
-    def _finish_uint8_jit(buf, out):  # pragma: no cover - compiled
+    def finish_uint8_jit(buf, out):  # pragma: no cover - compiled
         for i in range(buf.shape[0]):
             for j in range(buf.shape[1]):
                 a = buf[i, j, 3]
@@ -75,8 +82,35 @@ if numba is not None:
                 v = a * np.float32(255.0) + np.float32(0.5)
                 out[i, j, 3] = 255 if v >= 255.0 else np.uint8(v)
 
-    over_straight = _over_straight_jit
-    finish_uint8 = _finish_uint8_jit
-else:  # pragma: no cover
-    over_straight = over_straight_numpy
-    finish_uint8 = finish_uint8_numpy
+    return over_straight_jit, finish_uint8_jit
+
+
+class Kernels(NamedTuple):
+    """The two loops a render uses."""
+
+    over_straight: Callable[[np.ndarray, np.ndarray, float, float], None]
+    finish_uint8: Callable[[np.ndarray, np.ndarray], None]
+
+
+NUMPY = Kernels(over_straight_numpy, finish_uint8_numpy)
+
+SMALL_CANVAS = 512 * 512
+"""Canvases up to this many pixels render with the NumPy loops: loading Numba and its cached
+machine code takes about a second in a fresh process, more than NumPy needs for such a canvas
+(what `layerstudio inspect` of a typical file and every 64 px generation composite)."""
+
+
+def for_canvas(pixels: int) -> Kernels:
+    """The loops for a render of ``pixels`` canvas pixels (the choice depends on the size
+    only, so a document always renders the same way)."""
+    return NUMPY if pixels <= SMALL_CANVAS else Kernels(*_compiled())
+
+
+def over_straight(dst: np.ndarray, src: np.ndarray, opacity: float, unit: float) -> None:
+    """As :func:`over_straight_numpy`, compiled."""
+    _compiled()[0](dst, src, opacity, unit)
+
+
+def finish_uint8(buf: np.ndarray, out: np.ndarray) -> None:
+    """As :func:`finish_uint8_numpy`, compiled."""
+    _compiled()[1](buf, out)

@@ -14,6 +14,7 @@ model runs, and turns every pipeline's output into a :class:`LayerStack` with it
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -147,6 +148,18 @@ def _step_hook(on_step: StepCallback | None, steps: int) -> dict[str, Any]:
     return {"callback_on_step_end": report}
 
 
+def quiet_loading_bars() -> None:
+    """No "Loading weights" bars from diffusers and transformers where stderr is not a
+    terminal (logs, pipes): there they are noise around LayerStudio's own messages."""
+    if sys.stderr.isatty():
+        return
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 class Studio:
     """Generation front end. ``device`` is "cpu", "cuda" or None (CUDA when present).
 
@@ -164,9 +177,10 @@ class Studio:
         """The loaded pipeline of preset ``model`` (loaded once, then reused)."""
         with self._lock:
             if model not in self._pipelines:
+                quiet_loading_bars()
                 pipe = load_preset(model)
                 pipe.to(self.device)
-                pipe.set_progress_bar_config(leave=False)
+                pipe.set_progress_bar_config(leave=False, disable=None)  # None: bars on a tty
                 self._pipelines[model] = pipe
             return self._pipelines[model]
 

@@ -92,3 +92,25 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, argv):
 def test_import_warnings_are_printed(psd_fixtures, capsys):
     assert main(["inspect", str(psd_fixtures / "clipping-mask.psd")]) == 0
     assert "warning: layer 'Shape 2': clipping mask baked" in capsys.readouterr().err
+
+
+def test_a_piped_generate_prints_only_its_own_lines(tmp_path):
+    """No torchvision warnings from transformers and no progress bars when stderr is not a
+    terminal: the output is LayerStudio's own line."""
+    out = subprocess.run([sys.executable, "-m", "layerstudio", "generate", "an ice cream",
+                          "-o", str(tmp_path / "a.psd"), "--seed", "0", "--steps", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    assert out.stdout.startswith("wrote ") and out.stdout.count("\n") == 1
+
+
+def test_light_commands_do_not_import_the_model_stack():
+    """`inspect`, `convert` and friends answer fast: importing the CLI loads no torch,
+    diffusers, transformers, Gradio, training loop or Numba (compiled on first composite)."""
+    code = ("import sys, layerstudio.cli, layerstudio.presets; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'gradio', "
+            "'accelerate', 'numba', 'layerstudio.train.loop') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

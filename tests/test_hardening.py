@@ -113,7 +113,7 @@ def test_hostile_batch_lines_are_recorded_not_fatal(tmp_path):
     from layerstudio.studio import Studio
 
     for bad in ({"seed": 10**100}, {"seed": "1"}, {"steps": "many"}):  # before any model loads
-        with pytest.raises(InvalidInputError, match="seed|steps"):
+        with pytest.raises(InvalidInputError, match=r"seed|steps"):
             Studio().generate("an apple", **bad)
 
 

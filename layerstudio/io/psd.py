@@ -371,7 +371,7 @@ def _compare_with_stored(psd: PSDImage, stack: LayerStack, warnings: list[str]) 
     """Warn when our rendering of the layers differs from the composite Photoshop stored, so no
     document looks different here without a word (the other warnings say what is missing)."""
     try:
-        stored = psd.composite(force=False) if psd.has_preview() else None
+        stored = psd.topil() if psd.has_preview() else None  # the stored image, no renderer
     except Exception:  # an undecodable preview is only a missing reference
         stored = None
     if stored is None or stored.size != stack.size:

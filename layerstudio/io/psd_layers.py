@@ -32,6 +32,9 @@ from ..limits import MAX_GROUP_DEPTH, MAX_LAYERS, PixelBudget
 __all__ = ["read_layers"]
 
 _RASTERISED = ("shape", "type", "smartobject", "solidcolorfill", "patternfill", "gradientfill")
+_FILL_TAGS = (Tag.SOLID_COLOR_SHEET_SETTING, Tag.PATTERN_FILL_SETTING,
+              Tag.GRADIENT_FILL_SETTING, Tag.VECTOR_STROKE_CONTENT_DATA)
+"""Blocks that make a layer paint its own fill (whose stored pixels then follow its path)."""
 _EFFECT_TAGS = (Tag.OBJECT_BASED_EFFECTS_LAYER_INFO, Tag.OBJECT_BASED_EFFECTS_LAYER_INFO_V0,
                 Tag.OBJECT_BASED_EFFECTS_LAYER_INFO_V1, Tag.EFFECTS_LAYER)
 
@@ -195,15 +198,14 @@ def _draws_vector_mask(item) -> bool:
     """Whether the layer's vector mask must still be applied to its stored pixels: always
     for pixel layers (Photoshop stores their pixels unmasked); shape layers store pixels that
     already follow their path, unless they also carry an empty raster mask."""
-    from psd_tools.composite.utils import has_fill
-
     vector = item.vector_mask if item.has_vector_mask() else None
     if vector is None or vector.disabled:
         return False
     if item.kind == "pixel":
         return True
     mask = item.mask
-    return not has_fill(item) and mask is not None and not mask.has_real()
+    has_fill = any(tag in item.tagged_blocks for tag in _FILL_TAGS)
+    return not has_fill and mask is not None and not mask.has_real()
 
 
 def _high_depth(array: np.ndarray | None, depth: int, eight_bit: bool = False
