@@ -35,6 +35,17 @@ def _load(path: str) -> LayerStack:
     return stack
 
 
+def _save_output(stack: LayerStack, path: str) -> Path:
+    """Save, printing what the format could not keep (e.g. transparency in a JPEG) as
+    ``warning:`` lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = stack.save(path)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return saved
+
+
 def _layer_rows(stack: LayerStack) -> list[dict]:
     rows = []
     for index in range(len(stack.layers) - 1, -1, -1):  # top first, as editors list them
@@ -85,7 +96,7 @@ def cmd_flatten(args: argparse.Namespace) -> int:
         raise LayerStudioError("flatten writes a flat image such as .png; use 'layerstudio "
                                "convert' for layered files")
     stack = _load(args.input)
-    path = stack.save(args.output)
+    path = _save_output(stack, args.output)
     print(f"wrote {path} ({stack.width}x{stack.height})")
     return 0
 
@@ -172,13 +183,9 @@ def _layout_argument(args: argparse.Namespace):
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .imaging import over_checkerboard
-    from .presets import vocabulary_hint
-    from .studio import DEFAULT_MODEL, MODE_MODELS, Studio
+    from .studio import Studio
 
     boxes = _layout_argument(args)
-    hint = vocabulary_hint(args.model or MODE_MODELS.get(args.mode, DEFAULT_MODEL), args.prompt)
-    if hint:
-        print(f"note: {hint}", file=sys.stderr)
     stack = Studio(device=args.device).generate(
         args.prompt, model=args.model, mode=args.mode, background=args.background,
         foreground=args.foreground, stop_at=args.stop_at,
@@ -186,7 +193,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         boxes=boxes, seed=args.seed, steps=args.steps,
         size=args.size, guidance=args.guidance, negative_prompt=args.negative,
         augment=args.augment)
-    path = stack.save(args.output)
+    path = _save_output(stack, args.output)
     message = f"wrote {path} ({len(stack)} layer{'s' if len(stack) != 1 else ''}, " \
               f"{stack.width}x{stack.height}, {stack.metadata['seconds']} s)"
     if args.preview:
@@ -194,6 +201,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         over_checkerboard(stack.composite()).save(preview)
         message += f" and preview {preview}"
     print(message)
+    for note in stack.metadata.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -205,7 +214,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         args.input, layer, args.prompt, mask=args.mask, strength=args.strength,
         model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance,
         negative_prompt=args.negative, augment=args.augment)
-    path = stack.save(args.output)
+    path = _save_output(stack, args.output)
     edited = stack.layers[stack.index(layer)]
     print(f"wrote {path} (layer {edited.name!r} regenerated in "
           f"{edited.provenance['edit']['seconds']} s; {len(stack) - 1} other layers as they were)")

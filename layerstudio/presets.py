@@ -40,7 +40,8 @@ class Preset:
     mode: str = "fg"
     """What it generates: ``fg`` (from text alone), ``bg2fg`` (a foreground for a given
     background), ``fg2bg`` (a background behind a given foreground), ``joint`` (foreground,
-    background and blend together)."""
+    background and blend together), ``layers`` (a layer per box); ``score`` for a model that
+    generates nothing (the judge)."""
 
     @property
     def shipped(self) -> bool:
@@ -88,7 +89,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "offline prompt-adherence score: which emoji does an image show?",
-           recipe="tiny-judge"),
+           recipe="tiny-judge", mode="score"),
     Preset("sd15", "diffusers:StableDiffusionPipeline",
            "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 30, 7.5,
            "CreativeML OpenRAIL-M", "512 px text-to-image base model (GPU)",
@@ -278,12 +279,12 @@ def load_preset(name: str, **kwargs: Any):
             return cls(preset.source, **kwargs)
         return cls.from_pretrained(preset.source, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
-        base = (f" and its base model {preset.base!r} (`huggingface-cli download "
+        base = (f" and its base model {preset.base!r} (`hf download "
                 f"{preset.base}`)") if preset.base else ""
         raise InvalidInputError(
             f"preset {name!r} needs the Hugging Face checkpoint {preset.source!r} "
             f"({', '.join(preset.files)}){base}, which is not in the local cache. On a machine "
-            f"with internet run `huggingface-cli download {preset.source}`, then copy the "
+            f"with internet run `hf download {preset.source}`, then copy the "
             "cache folder here and point HF_HOME at it (default ~/.cache/huggingface). "
             f"Loading failed with: {str(exc).splitlines()[0] if str(exc) else exc!r}"
         ) from None

@@ -28,7 +28,7 @@ from .blend import BlendMode
 from .document import Layer, LayerStack
 from .errors import InvalidInputError
 from .imaging import as_rgba_array
-from .presets import get_preset, load_preset
+from .presets import get_preset, load_preset, vocabulary_hint
 
 __all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "StepCallback", "Studio", "layer_prompts",
            "resolve_boxes"]
@@ -70,6 +70,21 @@ def _settings(preset, steps: int | None, size: int | None, guidance: float | Non
     if not 0 <= guidance <= 50:
         raise InvalidInputError(f"guidance must be between 0 and 50, got {guidance}")
     return steps, size, guidance
+
+
+def generation_notes(preset, prompt: str, size: int) -> list[str]:
+    """What a user should know about a result that ran fine but may disappoint: a prompt
+    outside a tiny model's vocabulary, a size far from the one it was trained at. Stored in
+    the document's ``metadata["notes"]``; the CLI prints them, the UI shows them, batch keeps
+    them in each job's manifest."""
+    notes = []
+    hint = vocabulary_hint(preset.name, prompt)
+    if hint:
+        notes.append(hint)
+    if not preset.resolution / 2 <= size <= preset.resolution * 2:
+        notes.append(f"{preset.name} was trained at {preset.resolution} px; at {size} px expect "
+                     f"noise or repeated patterns (use --size {preset.resolution})")
+    return notes
 
 
 def checked_seed(seed: Any) -> int:
@@ -208,6 +223,9 @@ class Studio:
         preset = get_preset(model)
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError("the prompt is empty; describe what to generate")
+        if preset.mode not in MODES:
+            raise InvalidInputError(f"{model!r} is not a generator ({preset.good_for}); for "
+                                    f"{mode} use {MODE_MODELS[mode]!r}")
         if preset.mode != mode:
             raise InvalidInputError(f"{model!r} generates in mode {preset.mode!r}, not "
                                     f"{mode!r}; for {mode} use {MODE_MODELS[mode]!r}")
@@ -249,6 +267,9 @@ class Studio:
         seconds = round(time.perf_counter() - started, 3)
         info = {"model": model, "prompt": prompt, "seed": seed, "steps": steps,
                 "guidance": guidance, "mode": mode, "seconds": seconds}
+        notes = generation_notes(preset, prompt, size)
+        if notes:
+            info["notes"] = notes
         if condition is not None:
             info["stop_at"] = float(stop_at)
         if mode == "joint":

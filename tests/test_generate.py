@@ -341,3 +341,36 @@ def test_ship_stores_shared_components_once(random_presets, tmp_path, monkeypatc
     assert np.allclose(run_once(shipped), run_once(direct))
     with pytest.raises(InvalidInputError, match="no trained pipeline"):
         ship(tmp_path, "tiny-layerdiffuse-bg2fg")
+
+
+def test_notes_come_after_validation_and_travel_with_the_document(tmp_path, capsys):
+    """A prompt outside the vocabulary and a size the model was not trained at give notes,
+    after the run (a bad option gives its error and no note), kept in the metadata for the
+    UI and batch; a non-generator model says what it is."""
+    out = tmp_path / "big.png"
+    assert main(["generate", "a red apple", "--size", "256", "--steps", "2", "-o",
+                 str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "note: tiny-layerdiffuse was trained on 128 emoji prompts" in err
+    assert "trained at 64 px; at 256 px expect noise" in err
+    assert main(["generate", "a red apple", "--steps", "0", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: steps must be")
+    assert main(["generate", "an apple", "--model", "tiny-judge", "-o", str(out)]) == 2
+    assert "'tiny-judge' is not a generator" in capsys.readouterr().err
+    stack = Studio(device="cpu").generate("a red apple", steps=2)
+    assert any("128 emoji prompts" in note for note in stack.metadata["notes"])
+    assert "notes" not in Studio(device="cpu").generate("an ice cream", steps=2).metadata
+
+
+def test_formats_without_alpha_say_so_and_flatten_over_white(tmp_path, capsys):
+    stack = LayerStack(4, 2, layers=[Layer("half", np.concatenate(
+        [np.full((2, 2, 4), (200, 0, 0, 255), np.uint8), np.zeros((2, 2, 4), np.uint8)],
+        axis=1))])
+    source = stack.save(tmp_path / "half.png")
+    assert main(["flatten", str(source), str(tmp_path / "flat.jpg")]) == 0
+    assert "JPEG has no transparency" in capsys.readouterr().err
+    pixels = np.asarray(Image.open(tmp_path / "flat.jpg").convert("RGB"), int)
+    assert (pixels[:, 2:] > 245).all()  # white where it was transparent, not black
+    assert main(["flatten", str(source), str(tmp_path / "flat.webp")]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_registry_and_clear_errors(monkeypatch, capsys):
         get_preset("nope")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
-    with pytest.raises(InvalidInputError, match="huggingface-cli download"):
+    with pytest.raises(InvalidInputError, match="hf download"):
         load_preset("sd15")
     assert main(["models"]) == 0
     assert "tiny-sd" in capsys.readouterr().out

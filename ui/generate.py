@@ -213,9 +213,10 @@ def build_generate_tab(page: gr.Blocks, view: DocumentView, studio: Studio, flag
                     f"{str(exc).capitalize()}; the document is unchanged.")
         session.replace(stack)
         count = len(stack.layers)
+        notes = "".join(f" Note: {note}." for note in stack.metadata.get("notes", []))
         return (*view.render(session), arguments["seed"],
                 f"Made {count} layer{'' if count == 1 else 's'} in "
-                f"{stack.metadata.get('seconds', 0):.1f} s (seed {arguments['seed']}).")
+                f"{stack.metadata.get('seconds', 0):.1f} s (seed {arguments['seed']}).{notes}")
 
     wire_run(start, stop, flags, generate,
              [view.state, prompt, negative, mode, model, seed, randomise, steps, guidance, size,

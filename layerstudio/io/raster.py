@@ -23,6 +23,8 @@ __all__ = ["decode_png", "encode_png", "max_file_bytes", "open_image", "png_byte
            "read_file_bytes", "read_image_file"]
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")
+"""Flat formats without an alpha channel: transparent areas are flattened over white."""
 
 
 def max_file_bytes() -> int:
@@ -154,11 +156,16 @@ def write_flat_image(pixels: np.ndarray, path: Path, suffix: str) -> None:
     if suffix == ".png":
         path.write_bytes(encode_png(pixels if pixels.dtype == np.uint8 else to_uint8(pixels)))
         return
-    image = Image.fromarray(to_uint8(pixels), "RGBA")
-    if suffix in (".jpg", ".jpeg", ".bmp"):
-        image = image.convert("RGB")
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
            ".bmp": "BMP"}.get(suffix)
     if fmt is None:
         raise UnsupportedFormatError(f"cannot write a flattened image as {suffix!r}")
+    image = Image.fromarray(to_uint8(pixels), "RGBA")
+    if suffix in NO_ALPHA_SUFFIXES:
+        if image.getchannel("A").getextrema()[0] < 255:
+            warnings.warn(f"{fmt} has no transparency: transparent areas are flattened over "
+                          "white (save as .png, .webp or .tif to keep them)", UserWarning,
+                          stacklevel=3)
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image).convert("RGB")
     image.save(path, fmt, **({"lossless": True} if fmt == "WEBP" else {}))

@@ -85,7 +85,7 @@ def _file(source: str, name: str) -> Path:
     except Exception as exc:  # the hub raises several types for "not in the cache"
         raise InvalidInputError(
             f"{name} of {source} is not in the local Hugging Face cache; on a machine with "
-            f"internet run `huggingface-cli download {source} {name}` and copy the cache here "
+            f"internet run `hf download {source} {name}` and copy the cache here "
             f"(HF_HOME). ({type(exc).__name__})") from None
 
 
