@@ -36,7 +36,8 @@ FORMATS = ("psd", "ora", "zip", "png")
 JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxes",
             "regions": "boxes", "seed": "seed", "size": "size", "steps": "steps",
             "guidance": "guidance", "negative": "negative_prompt",
-            "background": "background", "foreground": "foreground", "stop_at": "stop_at",
+            "background": "background", "foreground": "foreground", "fit": "fit",
+            "stop_at": "stop_at",
             "foreground_prompt": "foreground_prompt",
             "background_prompt": "background_prompt", "name": None}
 """Job keys -> ``Studio.generate`` arguments (``regions`` is a number of boxes to plan)."""

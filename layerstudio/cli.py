@@ -192,7 +192,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         foreground_prompt=args.foreground_prompt, background_prompt=args.background_prompt,
         boxes=boxes, seed=args.seed, steps=args.steps,
         size=args.size, guidance=args.guidance, negative_prompt=args.negative,
-        augment=args.augment)
+        augment=args.augment, fit=args.fit)
     path = _save_output(stack, args.output)
     message = f"wrote {path} ({len(stack)} layer{'s' if len(stack) != 1 else ''}, " \
               f"{stack.width}x{stack.height}, {stack.metadata['seconds']} s)"
@@ -207,11 +207,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .studio import Studio
+    from .studio import Studio, top_visible_layer
 
-    layer = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
+    document = _load(args.input)
+    layer = args.layer
+    if layer is None:
+        layer = top_visible_layer(document)
+    elif layer.lstrip("-").isdigit():
+        layer = int(layer)
     stack = Studio(device=args.device).edit_layer(
-        args.input, layer, args.prompt, mask=args.mask, strength=args.strength,
+        document, layer, args.prompt, mask=args.mask, strength=args.strength,
         model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance,
         negative_prompt=args.negative, augment=args.augment)
     path = _save_output(stack, args.output)
@@ -328,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="background image or layered file (its composite), for bg2fg")
     p.add_argument("--foreground", metavar="FILE",
                    help="transparent foreground image or layered file, for fg2bg")
+    p.add_argument("--fit", choices=("crop", "pad", "stretch"),
+                   help="how a non-square --background/--foreground meets the square canvas "
+                        "(default: crop a background, pad a foreground)")
     p.add_argument("--stop-at", type=float, default=1.0, metavar="F",
                    help="fraction of steps that see the given layer (default 1)")
     p.add_argument("--foreground-prompt", metavar="TEXT",
@@ -351,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="layered file (.psd, .ora, .zip) or image")
     p.add_argument("prompt")
     p.add_argument("-o", "--output", required=True, help="output file (.psd, .ora, .zip, .png)")
-    p.add_argument("--layer", default="-1",
-                   help="layer name or index (0 = bottom, -1 = top; default -1)")
+    p.add_argument("--layer",
+                   help="layer name or index (0 = bottom, -1 = top; default: the top visible "
+                        "layer)")
     p.add_argument("--mask", metavar="FILE",
                    help="canvas-sized greyscale image: white = repaint, black = keep")
     p.add_argument("--strength", type=float, default=0.6,

@@ -12,7 +12,8 @@ from PIL import Image
 from .errors import InvalidInputError
 from .limits import check_size
 
-__all__ = ["as_rgba_array", "checkerboard", "fit_within", "over_checkerboard", "to_uint8"]
+__all__ = ["FITS", "as_rgba_array", "checkerboard", "fit_square", "fit_within", "over_checkerboard",
+           "to_uint8"]
 
 _ALLOWED_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -95,3 +96,29 @@ def fit_within(size: tuple[int, int], max_size: int) -> tuple[int, int]:
     width, height = size
     scale = min(1.0, max_size / max(width, height, 1))
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+FITS = ("crop", "pad", "stretch")
+"""How a non-square image becomes a square canvas: ``crop`` the centre (fills the canvas),
+``pad`` with transparency (keeps everything), ``stretch`` (distorts)."""
+
+
+def fit_square(rgba: np.ndarray, size: int, fit: str) -> np.ndarray:
+    """Straight RGBA ``rgba`` as a ``size`` x ``size`` uint8 image, keeping its aspect as
+    ``fit`` says (see :data:`FITS`)."""
+    if fit not in FITS:
+        raise InvalidInputError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    image = Image.fromarray(to_uint8(rgba), "RGBA")
+    if fit == "stretch" or image.width == image.height:
+        return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS))
+    if fit == "crop":
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        return np.asarray(image.crop((left, top, left + side, top + side))
+                          .resize((size, size), Image.Resampling.LANCZOS))
+    scale = size / max(image.size)
+    inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    canvas = Image.new("RGBA", (size, size))
+    canvas.paste(image.resize(inner, Image.Resampling.LANCZOS),
+                 ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return np.asarray(canvas)

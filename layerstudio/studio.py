@@ -27,7 +27,7 @@ from PIL import Image
 from .blend import BlendMode
 from .document import Layer, LayerStack
 from .errors import InvalidInputError
-from .imaging import as_rgba_array
+from .imaging import as_rgba_array, fit_square
 from .presets import get_preset, load_preset, vocabulary_hint
 
 __all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "StepCallback", "Studio", "layer_prompts",
@@ -87,6 +87,34 @@ def generation_notes(preset, prompt: str, size: int) -> list[str]:
     return notes
 
 
+def _square_condition(rgba: np.ndarray, size: int, fit: str | None, mode: str
+                      ) -> tuple[np.ndarray, list[str]]:
+    """The given layer on the model's square canvas, aspect kept: a background is cropped to
+    fill it, a foreground padded so nothing is cut (unless ``fit`` says otherwise); a note
+    says what was done to a non-square image."""
+    what = "background" if mode == "bg2fg" else "foreground"
+    fit = fit or ("crop" if what == "background" else "pad")
+    height, width = rgba.shape[:2]
+    square = fit_square(rgba, size, fit)
+    if width == height:
+        return square, []
+    done = {"crop": "centre-cropped", "pad": "padded with transparency",
+            "stretch": "stretched"}[fit]
+    return square, [f"the {width}x{height} {what} was {done} to the {size}x{size} canvas "
+                    f"(--fit crop, pad or stretch)"]
+
+
+def top_visible_layer(stack: LayerStack) -> int:
+    """The layer an edit without a named layer means: the top one that is visible and has
+    pixels (not a hidden reference layer, not an adjustment)."""
+    for index in range(len(stack.layers) - 1, -1, -1):
+        candidate = stack.layers[index]
+        if candidate.visible and candidate.adjustment is None:
+            return index
+    raise InvalidInputError("the document has no visible pixel layer to edit; name one "
+                            "with --layer")
+
+
 def checked_seed(seed: Any) -> int:
     """A seed as torch takes it (a whole number in [0, 2^63), 5.0 counting as 5), or a clear
     error."""
@@ -128,7 +156,7 @@ def resolve_boxes(boxes: Any, size: int, seed: int = 0) -> list[tuple[int, int, 
             raise InvalidInputError(f"layout file {path} does not exist")
         if path.suffix.lower() == ".json":
             return load_layout(path)[0]
-        return boxes_from_sketch(_pixels(path, "layout sketch"))
+        return boxes_from_sketch(_pixels(path, "layout sketch"), size)
     if isinstance(boxes, str):
         return parse_boxes(boxes)
     try:
@@ -205,7 +233,7 @@ class Studio:
                  boxes: Any = None, seed: int = 0, steps: int | None = None,
                  size: int | None = None, guidance: float | None = None,
                  negative_prompt: str | None = None, augment: bool = False,
-                 on_step: StepCallback | None = None) -> LayerStack:
+                 fit: str | None = None, on_step: StepCallback | None = None) -> LayerStack:
         """A layered image for ``prompt``. ``model`` defaults to the shipped one for ``mode``;
         ``background`` (``bg2fg``) / ``foreground`` (``fg2bg``) is the given layer: a path
         to any image or layered file (its composite is used), a PIL image or an array;
@@ -238,6 +266,11 @@ class Studio:
             raise InvalidInputError(f"stop_at must be between 0 and 1, got {stop_at}")
         steps, size, guidance = _settings(preset, steps, size, guidance)
         layout = resolve_boxes(boxes, size, seed) if mode == "layers" else None
+        fit_notes = []
+        if condition is not None:
+            condition, fit_notes = _square_condition(condition, size, fit, mode)
+        elif fit is not None:
+            raise InvalidInputError("fit is for a given background or foreground image")
 
         import torch
 
@@ -267,7 +300,7 @@ class Studio:
         seconds = round(time.perf_counter() - started, 3)
         info = {"model": model, "prompt": prompt, "seed": seed, "steps": steps,
                 "guidance": guidance, "mode": mode, "seconds": seconds}
-        notes = generation_notes(preset, prompt, size)
+        notes = generation_notes(preset, prompt, size) + fit_notes
         if notes:
             info["notes"] = notes
         if condition is not None:
@@ -286,7 +319,7 @@ class Studio:
                           [Layer("image", image, kind="background", provenance=info)],
                           metadata=info)
 
-    def edit_layer(self, document: Any, layer: int | str, prompt: str, *,
+    def edit_layer(self, document: Any, layer: int | str | None, prompt: str, *,
                    mask: Any = None, strength: float = 0.6, model: str = DEFAULT_MODEL,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
                    negative_prompt: str | None = None, augment: bool = False,
@@ -304,7 +337,7 @@ class Studio:
         if not isinstance(stack, LayerStack):
             raise InvalidInputError("the document must be a LayerStack or a file path")
         stack = stack.copy()
-        index = stack.index(layer)
+        index = top_visible_layer(stack) if layer is None else stack.index(layer)
         target = stack.layers[index]
         if target.adjustment is not None:
             raise InvalidInputError(f"{target.name!r} is an adjustment layer ("

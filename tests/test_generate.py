@@ -374,3 +374,46 @@ def test_formats_without_alpha_say_so_and_flatten_over_white(tmp_path, capsys):
     assert (pixels[:, 2:] > 245).all()  # white where it was transparent, not black
     assert main(["flatten", str(source), str(tmp_path / "flat.webp")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_non_square_background_keeps_its_aspect(use_random_preset, tmp_path):
+    from layerstudio.imaging import fit_square
+
+    wide = np.zeros((384, 512, 4), np.uint8)
+    wide[..., 3] = 255
+    wide[:, :64, 0] = 255  # a red strip on the left edge: cropped away by the centre crop
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)
+    stack = Studio(device="cpu").generate("an ice cream", mode="bg2fg", background=path,
+                                          steps=2)
+    assert any("512x384 background was centre-cropped to the 64x64" in note
+               for note in stack.metadata["notes"])
+    padded = fit_square(wide, 64, "pad")
+    assert padded.shape == (64, 64, 4)
+    assert (padded[:4, :, 3] == 0).all() and (padded[32, :, 3] == 255).all()
+    assert (fit_square(wide, 64, "crop")[..., 0] == 0).all()  # the strip is outside the crop
+    with pytest.raises(InvalidInputError, match="fit must be one of"):
+        fit_square(wide, 64, "zoom")
+    with pytest.raises(InvalidInputError, match="fit is for a given"):
+        Studio(device="cpu").generate("an ice cream", fit="crop")
+
+
+def test_edit_without_a_layer_changes_the_top_visible_one(use_random_preset, tmp_path, capsys):
+    poster = _poster()
+    poster.add(Layer("reference", np.full((64, 64, 4), 90, np.uint8), visible=False))
+    path = poster.save(tmp_path / "poster.psd")
+    assert main(["edit", str(path), "a blue square", "--steps", "2", "-o",
+                 str(tmp_path / "out.psd")]) == 0
+    top = [layer.name for layer in poster if layer.visible][-1]
+    assert f"layer {top!r} regenerated" in capsys.readouterr().out
+    edited = LayerStack.load(tmp_path / "out.psd")
+    assert np.array_equal(edited["reference"].pixels, poster["reference"].pixels)
+
+
+def test_a_sketch_of_any_size_is_scaled_to_the_canvas(tmp_path):
+    from layerstudio.studio import resolve_boxes
+
+    sketch = np.full((256, 256, 3), 255, np.uint8)
+    sketch[64:128, 32:96] = (255, 0, 0)
+    Image.fromarray(sketch).save(tmp_path / "sketch.png")
+    assert resolve_boxes(str(tmp_path / "sketch.png"), 64) == [(8, 16, 16, 16)]

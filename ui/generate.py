@@ -58,13 +58,7 @@ def _sketch_boxes(sketch: Any, size: int) -> list[tuple[int, int, int, int]]:
     array = np.asarray(sketch)
     if array.ndim == 3 and array.shape[2] == 4 and not array[..., 3].any():
         raise InvalidInputError("the drawing is empty: draw one region per colour")
-    height, width = array.shape[:2]
-    boxes = []
-    for x, y, w, h in boxes_from_sketch(array):
-        x0, y0 = x * size // width, y * size // height
-        x1, y1 = -(-(x + w) * size // width), -(-(y + h) * size // height)
-        boxes.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
-    return boxes
+    return boxes_from_sketch(array, size)
 
 
 def _condition(path: str | None) -> np.ndarray | None:

@@ -76,11 +76,14 @@ def load_layout(path: str | Path) -> tuple[list[Box], dict[str, Any]]:
     return boxes, extra
 
 
-def boxes_from_sketch(sketch: Any, min_fraction: float = 0.002) -> list[Box]:
+def boxes_from_sketch(sketch: Any, size: int | None = None, min_fraction: float = 0.002
+                      ) -> list[Box]:
     """Boxes from a rough drawing: every flat colour other than the background (the colour of
     the most border pixels; transparent pixels also count as background) is one region,
     ordered by area, largest first (bottom). Colours covering less than ``min_fraction`` of the
-    canvas (anti-aliasing) are ignored."""
+    canvas (anti-aliasing) are ignored. With ``size``, the boxes are scaled from the drawing to
+    a ``size`` x ``size`` canvas (outward, so a box never shrinks), so a sketch may be drawn at
+    any size."""
     rgba = to_uint8(as_rgba_array(sketch, what="layout sketch"))
     opaque = rgba[..., 3] >= 128
     colours = rgba[..., :3].astype(np.int32) @ np.array([1 << 16, 1 << 8, 1])
@@ -98,7 +101,16 @@ def boxes_from_sketch(sketch: Any, min_fraction: float = 0.002) -> list[Box]:
     if not found:
         raise InvalidInputError("the sketch has no regions: draw each region in its own flat "
                                 "colour on a plain background")
-    return [box for _, box in sorted(found, key=lambda item: -item[0])]
+    boxes = [box for _, box in sorted(found, key=lambda item: -item[0])]
+    if size is None:
+        return boxes
+    height, width = rgba.shape[:2]
+    scaled = []
+    for x, y, w, h in boxes:
+        x0, y0 = x * size // width, y * size // height
+        x1, y1 = -(-(x + w) * size // width), -(-(y + h) * size // height)
+        scaled.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+    return scaled
 
 
 def plan_boxes(count: int, width: int, height: int, seed: int = 0) -> list[Box]:
