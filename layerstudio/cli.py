@@ -101,6 +101,32 @@ def cmd_flatten(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        first, second = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two whole numbers like 10,-5, got {text!r}"
+                                         ) from None
+    return first, second
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    from .studio import top_visible_layer
+
+    stack = _load(args.input)
+    layer = args.layer
+    if layer is None:
+        layer = top_visible_layer(stack)
+    elif layer.lstrip("-").isdigit():
+        layer = int(layer)
+    moved = stack.transform(layer, move=args.move, to=args.to, scale=args.scale / 100.0,
+                            rotate=args.rotate, flip=args.flip)
+    path = _save_output(stack, args.output)
+    print(f"wrote {path} (layer {moved.name!r} now {moved.width}x{moved.height} at "
+          f"{moved.offset[0]},{moved.offset[1]})")
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from .io.atomic import atomic_path
     from .preview import contact_sheet
@@ -295,6 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.set_defaults(func=cmd_flatten)
+
+    p = sub.add_parser("transform", help="move, scale, rotate or flip one layer")
+    p.add_argument("input", help="layered file (.psd, .psb, .ora, .zip) or image")
+    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument("--layer", help="layer name or index (default: the top visible layer)")
+    p.add_argument("--move", type=_pair, metavar="DX,DY", help="move by DX,DY pixels")
+    p.add_argument("--to", type=_pair, metavar="X,Y", help="put the top-left corner at X,Y")
+    p.add_argument("--scale", type=float, default=100.0, metavar="PERCENT",
+                   help="scale about the layer's centre (default 100)")
+    p.add_argument("--rotate", type=int, default=0, choices=(0, 90, 180, 270, -90),
+                   help="degrees clockwise about the layer's centre")
+    p.add_argument("--flip", choices=("horizontal", "vertical"))
+    p.set_defaults(func=cmd_transform)
 
     p = sub.add_parser("preview", help="contact sheet of every layer over a checkerboard")
     p.add_argument("input")

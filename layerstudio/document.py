@@ -21,7 +21,7 @@ from PIL import Image
 
 from .adjustments import Adjustment
 from .blend import BlendMode
-from .compositing import GroupNode, PixelNode, render
+from .compositing import GroupNode, PixelNode, render, to_float_rgba
 from .errors import ImageTooLargeError, InvalidInputError
 from .imaging import as_rgba_array, fit_within, to_uint8
 from .jsonsafe import check_value
@@ -204,6 +204,58 @@ class Layer:
                                    offset=(self.offset[0] + x0, self.offset[1] + y0),
                                    provenance=dict(self.provenance))
 
+    # --- transforms (each returns a new layer; the original is untouched) -------------------
+    def moved_to(self, x: int, y: int) -> Layer:
+        """The layer with its top-left corner at canvas position (``x``, ``y``)."""
+        return self.copy(pixels=self.pixels, offset=(x, y))
+
+    def flipped(self, horizontal: bool = True) -> Layer:
+        """Mirrored left-right (or top-bottom) in place: the same box on the canvas."""
+        pixels = self.pixels[:, ::-1] if horizontal else self.pixels[::-1]
+        return self.copy(pixels=np.ascontiguousarray(pixels))
+
+    def rotated(self, quarter_turns: int) -> Layer:
+        """Turned by ``quarter_turns`` x 90 degrees clockwise about its centre (exact: pixels
+        are only rearranged; an odd difference of width and height puts the new corner half a
+        pixel up-left, rounded down)."""
+        turns = int(quarter_turns) % 4
+        if turns == 0:
+            return self.copy(pixels=self.pixels)
+        pixels = np.ascontiguousarray(np.rot90(self.pixels, -turns))
+        x, y = self.offset
+        return self.copy(pixels=pixels, offset=(x + (self.width - pixels.shape[1]) // 2,
+                                                y + (self.height - pixels.shape[0]) // 2))
+
+    def scaled(self, factor: float) -> Layer:
+        """Resized by ``factor`` about its centre (Lanczos on premultiplied colour, so edges
+        do not darken); the new size is checked against the pixel limit first."""
+        try:
+            factor = float(factor)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"scale must be a number, got {factor!r}") from None
+        if not 0.0 < factor <= 64.0:  # also refuses NaN
+            raise InvalidInputError(f"scale must be in (0, 64], got {factor}")
+        width = max(1, round(self.width * factor))
+        height = max(1, round(self.height * factor))
+        check_size(width, height, what=f"layer {self.name!r} scaled")
+        if self.pixels.size == 0 or (width, height) == (self.width, self.height):
+            return self.copy(pixels=self.pixels)
+        straight = to_float_rgba(self.pixels)
+        premultiplied = np.concatenate([straight[..., :3] * straight[..., 3:], straight[..., 3:]],
+                                       axis=2)
+        channels = [np.asarray(Image.fromarray(np.ascontiguousarray(premultiplied[..., c]), "F")
+                               .resize((width, height), Image.Resampling.LANCZOS))
+                    for c in range(4)]
+        resized = np.clip(np.stack(channels, axis=2), 0.0, 1.0)
+        alpha = resized[..., 3:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            colour = np.where(alpha > 0, resized[..., :3] / alpha, 0.0)
+        pixels = _like_dtype(np.concatenate([np.clip(colour, 0, 1), alpha], axis=2)
+                             .astype(np.float32), self.pixels)
+        x, y = self.offset
+        return self.copy(pixels=pixels, offset=(x + (self.width - width) // 2,
+                                                y + (self.height - height) // 2))
+
     # --- views -------------------------------------------------------------------------------
     def to_pil(self) -> Image.Image:
         """The layer's own pixels (not placed on the canvas) as an 8-bit RGBA PIL image."""
@@ -367,6 +419,37 @@ class LayerStack:
         self.layers[i - 1] = result
         del self.layers[i]
         return result
+
+    def transform(self, key: int | str, *, move: tuple[int, int] | None = None,
+                  to: tuple[int, int] | None = None, scale: float = 1.0,
+                  rotate: int = 0, flip: str | None = None) -> Layer:
+        """Move (by ``move`` = (dx, dy) or ``to`` a corner position), scale (about the
+        centre), rotate (``rotate`` degrees clockwise, a multiple of 90) and flip
+        (``"horizontal"`` or ``"vertical"``) one layer, in that order of scale, rotate, flip,
+        move; returns the new layer, which replaces the old one in place."""
+        i = self.index(key)
+        layer = self.layers[i]
+        if layer.adjustment is not None:
+            raise InvalidInputError(f"{layer.name!r} is an adjustment layer; it covers the "
+                                    "canvas and cannot be moved or scaled")
+        if move is not None and to is not None:
+            raise InvalidInputError("give move or to, not both")
+        if int(rotate) % 90:
+            raise InvalidInputError(f"rotation must be a multiple of 90 degrees, got {rotate}")
+        if flip not in (None, "horizontal", "vertical"):
+            raise InvalidInputError(f"flip must be horizontal or vertical, got {flip!r}")
+        if scale != 1.0:
+            layer = layer.scaled(scale)
+        if int(rotate) % 360:
+            layer = layer.rotated(int(rotate) // 90)
+        if flip is not None:
+            layer = layer.flipped(horizontal=flip == "horizontal")
+        if to is not None:
+            layer = layer.moved_to(*to)
+        elif move is not None:
+            layer = layer.moved_to(layer.offset[0] + int(move[0]), layer.offset[1] + int(move[1]))
+        self.layers[i] = layer
+        return layer
 
     def set_group(self, path: GroupPath | list[str], info: GroupInfo | None = None) -> GroupInfo:
         """Create or update the settings of the group at ``path``."""

@@ -197,3 +197,30 @@ def test_fifty_clients_opening_one_file_at_once_get_whole_pictures(server, tmp_p
     with ThreadPoolExecutor(50) as pool:
         results = list(pool.map(one_client, range(50)))
     assert len(results) == 50 and all(sizes == results[0] for sizes in results)
+
+
+def test_move_scale_turn_and_flip_a_layer_then_undo(server, tmp_path):
+    pixels = np.zeros((4, 6, 4), np.uint8)
+    pixels[..., 3] = 255
+    pixels[0, 0] = (255, 0, 0, 255)
+    source = LayerStack(64, 64, layers=[
+        Layer("ground", np.full((64, 64, 4), 255, np.uint8)),
+        Layer("mark", pixels, offset=(10, 20))]).save(tmp_path / "mark.psd")
+    c = client(server)
+
+    def corner(result) -> tuple[int, int]:
+        return tuple(int(field["value"]) for field in result[-2:])
+
+    opened = c.predict(handle_file(str(source)), api_name="/open")
+    assert corner(opened) == (10, 20)  # the selected (top) layer's X and Y
+    assert corner(c.predict(30, 40, api_name="/move_layer")) == (30, 40)
+    turned = c.predict(api_name="/rotate_right")
+    assert corner(turned) == (31, 39)
+    c.predict(200, api_name="/scale_layer")
+    c.predict(api_name="/flip_horizontal")
+    mark = LayerStack.load(c.predict("PSD", api_name="/export"))["mark"]
+    assert mark.pixels.shape[:2] == (12, 8) and mark.offset == (29, 36)
+    assert tuple(mark.pixels[0, 0]) == (255, 0, 0, 255)  # turned right, then mirrored back
+    for _ in range(3):
+        undone = c.predict(api_name="/undo")
+    assert corner(undone) == (30, 40)

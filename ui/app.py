@@ -24,6 +24,7 @@ from .layers_panel import (
     wire_export,
     wire_layer_operations,
     wire_regenerate,
+    wire_transform,
 )
 from .open_tab import build_open_tab
 from .runs import StopFlags
@@ -65,6 +66,7 @@ def build_app(studio: Studio | None = None, *, concurrency: int = 1,
             with gr.Column(scale=3):
                 view.place()
                 wire_layer_operations(view)
+                wire_transform(view)
                 wire_regenerate(view, studio, flags, concurrency)
                 wire_export(view, folder)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)

@@ -30,7 +30,8 @@ from .session import Session
 from .views import layer_list, preview, status_line
 
 __all__ = ["EXPORT_FORMATS", "DocumentView", "build_document_view", "editing_models",
-           "export_document", "wire_export", "wire_layer_operations", "wire_regenerate"]
+           "export_document", "wire_export", "wire_layer_operations", "wire_regenerate",
+           "wire_transform"]
 
 EXPORT_FORMATS = {"PSD": ".psd", "ORA": ".ora", "ZIP": ".zip", "PNG (flattened)": ".png"}
 BLEND_MODES = [mode.value for mode in BlendMode if mode is not BlendMode.PASS_THROUGH]
@@ -85,12 +86,14 @@ class DocumentView:
     visible: gr.Checkbox
     opacity: gr.Slider
     blend: gr.Dropdown
+    x: gr.Number
+    y: gr.Number
 
     @property
     def outputs(self) -> list[Any]:
         """What :meth:`render` fills, in order."""
         return [self.state, self.preview, self.status, self.layers, self.picker, self.name,
-                self.kind, self.visible, self.opacity, self.blend]
+                self.kind, self.visible, self.opacity, self.blend, self.x, self.y]
 
     def place(self) -> None:
         """Put the components on the page, in the caller's column."""
@@ -106,6 +109,9 @@ class DocumentView:
             self.visible.render()
             self.opacity.render()
             self.blend.render()
+        with gr.Row():
+            self.x.render()
+            self.y.render()
 
     @staticmethod
     def render(session: Session) -> tuple[Any, ...]:
@@ -114,7 +120,8 @@ class DocumentView:
         if stack is None or not stack.layers:
             empty = gr.update(value=None, interactive=False)
             return (session, None, status_line(None), gr.Gallery(value=[]),
-                    gr.Dropdown(choices=[], value=None), empty, empty, empty, empty, empty)
+                    gr.Dropdown(choices=[], value=None), empty, empty, empty, empty, empty,
+                    empty, empty)
         count = len(stack.layers)
         selected = session.selected if session.selected is not None else count - 1
         layer = stack.layers[selected]
@@ -126,7 +133,9 @@ class DocumentView:
                 gr.update(value=layer.name, **editable), gr.update(value=layer.kind, **editable),
                 gr.update(value=layer.visible, **editable),
                 gr.update(value=round(layer.opacity * 100), **editable),
-                gr.update(value=layer.blend_mode.value, **editable))
+                gr.update(value=layer.blend_mode.value, **editable),
+                gr.update(value=layer.offset[0], **editable),
+                gr.update(value=layer.offset[1], **editable))
 
 
 def build_document_view() -> DocumentView:
@@ -154,7 +163,11 @@ def build_document_view() -> DocumentView:
         opacity=gr.Slider(0, 100, step=1, label="Opacity %", interactive=False,
                           elem_id="layer-opacity", **hidden),
         blend=gr.Dropdown(label="Blend mode", choices=BLEND_MODES, value=None,
-                          interactive=False, elem_id="layer-blend", **hidden))
+                          interactive=False, elem_id="layer-blend", **hidden),
+        x=gr.Number(label="X (left edge, px)", precision=0, interactive=False,
+                    elem_id="layer-x", **hidden),
+        y=gr.Number(label="Y (top edge, px)", precision=0, interactive=False,
+                    elem_id="layer-y", **hidden))
 
 
 def wire_layer_operations(view: DocumentView) -> None:
@@ -211,6 +224,52 @@ def wire_layer_operations(view: DocumentView) -> None:
                           ("Delete", "delete"), ("Undo", "undo")):
         buttons[label].click(operation(method), [view.state], view.outputs, api_name=method,
                              **quick)
+
+
+def wire_transform(view: DocumentView) -> None:
+    """Move (the X/Y boxes), scale, turn and flip the selected layer, each undoable."""
+    with gr.Row():
+        scale = gr.Number(value=100, minimum=1, maximum=6400, precision=0, label="Scale %",
+                          elem_id="layer-scale", scale=1)
+        buttons = {key: gr.Button(label, size="sm", elem_id=f"layer-{key}", scale=1)
+                   for key, label in (("scale", "Scale"), ("left", "Rotate 90° left"),
+                                      ("right", "Rotate 90° right"),
+                                      ("flip-h", "Flip horizontal"),
+                                      ("flip-v", "Flip vertical"))}
+
+    @friendly
+    def move_to(session: Session | None, x: float | None, y: float | None) -> tuple[Any, ...]:
+        session = session or Session()
+        if x is None or y is None:
+            raise InvalidInputError("give the layer's X and Y in pixels")
+        session.transform(to=(int(x), int(y)))
+        return view.render(session)
+
+    def change(**how: Any):
+        @friendly
+        def run(session: Session | None, percent: float | None = None) -> tuple[Any, ...]:
+            session = session or Session()
+            if "scale" in how:
+                if percent is None:
+                    raise InvalidInputError("give the scale in percent")
+                session.transform(scale=float(percent) / 100.0)
+            else:
+                session.transform(**how)
+            return view.render(session)
+
+        return run
+
+    quick = {"show_progress": "hidden"}
+    for box in (view.x, view.y):
+        box.submit(move_to, [view.state, view.x, view.y], view.outputs,
+                   api_name="move_layer" if box is view.x else False, **quick)
+    buttons["scale"].click(change(scale=True), [view.state, scale], view.outputs,
+                           api_name="scale_layer", **quick)
+    for key, how, api in (("left", {"rotate": -90}, "rotate_left"),
+                          ("right", {"rotate": 90}, "rotate_right"),
+                          ("flip-h", {"flip": "horizontal"}, "flip_horizontal"),
+                          ("flip-v", {"flip": "vertical"}, "flip_vertical")):
+        buttons[key].click(change(**how), [view.state], view.outputs, api_name=api, **quick)
 
 
 def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,

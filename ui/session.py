@@ -128,6 +128,19 @@ class Session:
         stack.remove(index)
         self.replace(stack, max(0, index - 1))
 
+    def transform(self, *, to: tuple[int, int] | None = None, scale: float = 1.0,
+                  rotate: int = 0, flip: str | None = None) -> None:
+        """Move the selected layer's corner ``to`` (x, y), scale it about its centre, turn it
+        by a multiple of 90 degrees or flip it (see :meth:`LayerStack.transform`)."""
+        index = self.current()
+        layer = self.require().layers[index]
+        if to is not None and tuple(to) == layer.offset and scale == 1.0 and not rotate \
+                and flip is None:
+            return  # the position boxes lost focus without a change: no undo step
+        stack = working_copy(self.require())
+        stack.transform(index, to=to, scale=scale, rotate=rotate, flip=flip)
+        self.replace(stack, index)
+
     def merge_down(self) -> None:
         """Merge the selected layer into the one below it, as Photoshop's Merge Down."""
         index = self.current()
