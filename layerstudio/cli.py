@@ -137,7 +137,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     sheet = contact_sheet(stack, tile=args.tile, columns=args.columns)
     with atomic_path(args.output) as tmp:
         sheet.save(tmp, "PNG")
-    print(f"wrote {args.output} ({len(stack)} layers + composite)")
+    print(f"wrote {args.output} ({len(stack)} layer{'' if len(stack) == 1 else 's'} + composite)")
     return 0
 
 

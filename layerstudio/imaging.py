@@ -12,8 +12,8 @@ from PIL import Image
 from .errors import InvalidInputError
 from .limits import check_size
 
-__all__ = ["FITS", "as_rgba_array", "checkerboard", "fit_square", "fit_within", "over_checkerboard",
-           "to_uint8"]
+__all__ = ["FITS", "as_rgba_array", "checkerboard", "enlarged", "fit_square", "fit_within",
+           "over_checkerboard", "to_uint8"]
 
 _ALLOWED_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -85,10 +85,20 @@ def checkerboard(size: tuple[int, int], cell: int = 8,
     return Image.fromarray(np.dstack([board] * 3), "RGB")
 
 
-def over_checkerboard(image: Image.Image, cell: int = 8) -> Image.Image:
+def over_checkerboard(image: Image.Image, cell: int = 8, light: int = 255,
+                      dark: int = 204) -> Image.Image:
     """Flatten an RGBA image onto a checkerboard so transparency is visible in previews."""
-    board = checkerboard(image.size, cell).convert("RGBA")
+    board = checkerboard(image.size, cell, light, dark).convert("RGBA")
     return Image.alpha_composite(board, image.convert("RGBA")).convert("RGB")
+
+
+def enlarged(image: Image.Image, minimum: int) -> Image.Image:
+    """``image`` scaled up by the whole factor that brings its long side nearest ``minimum``
+    from below (nearest-neighbour: pixels stay sharp squares); unchanged if already as big."""
+    factor = max(1, minimum // max(image.size))
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def fit_within(size: tuple[int, int], max_size: int) -> tuple[int, int]:

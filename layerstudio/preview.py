@@ -5,10 +5,10 @@ Used by ``layerstudio preview`` and the docs; the quickest way to see what a fil
 
 from __future__ import annotations
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .document import Layer, LayerStack
-from .imaging import fit_within, over_checkerboard
+from .imaging import enlarged, fit_within, over_checkerboard
 
 __all__ = ["contact_sheet", "placed"]
 
@@ -24,30 +24,52 @@ def placed(stack: LayerStack, layer: Layer) -> Image.Image:
     return canvas
 
 
+LABEL_FONT_SIZE = 12
+"""Pillow's built-in font drops the space after an "s" at its default 10 px; 12 px is clean."""
+
+
 def contact_sheet(stack: LayerStack, tile: int = 192, columns: int = 5,
                   include_composite: bool = True) -> Image.Image:
     """One tile per layer (bottom first), each showing the layer placed on the full canvas.
 
-    Tiles are ``tile`` pixels on their long side; labels give name and blend mode, and hidden
-    layers are marked. The flattened composite comes first when ``include_composite``.
+    Tiles are ``tile`` pixels on their long side: larger canvases are scaled down, small ones
+    (a 64 px generation) enlarged in whole steps with sharp pixels. The checkerboard is a mid
+    grey, so white layers (text, highlights) show as well as black ones. Labels give name and
+    blend mode, hidden layers are marked, and a label too long for its tile ends in an
+    ellipsis. The flattened composite comes first when ``include_composite``.
     """
-    width, height = fit_within(stack.size, tile)
-    label_h = 16
+    font = ImageFont.load_default(size=LABEL_FONT_SIZE)
+    size = fit_within(stack.size, tile)
+    if max(stack.size) < tile:
+        size = enlarged(Image.new("L", stack.size), tile).size
+    width, height = max(size[0], 96), size[1]  # room for a readable label
+    label_h = LABEL_FONT_SIZE + 6
     entries: list[tuple[Image.Image, str]] = []
     if include_composite:
         entries.append((stack.composite(), "composite"))
     for layer in stack.layers:
-        canvas = placed(stack, layer)
         hidden = "" if layer.visible else " [hidden]"
-        entries.append((canvas, f"{layer.name} ({layer.blend_mode.value}){hidden}"))
+        entries.append((placed(stack, layer), f"{layer.name} ({layer.blend_mode.value}){hidden}"))
     columns = max(1, min(columns, len(entries)))
     rows = (len(entries) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (width + 4), rows * (height + label_h + 4)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (image, label) in enumerate(entries):
         x, y = (i % columns) * (width + 4), (i // columns) * (height + label_h + 4)
-        thumb = image.resize((width, height), Image.Resampling.LANCZOS)
-        sheet.paste(over_checkerboard(thumb, cell=6), (x, y))
+        resample = Image.Resampling.NEAREST if size[0] > stack.width else \
+            Image.Resampling.LANCZOS
+        thumb = over_checkerboard(image.resize(size, resample), cell=8, light=150, dark=110)
+        sheet.paste(thumb, (x + (width - size[0]) // 2, y))
         draw.rectangle((x, y + height, x + width, y + height + label_h), fill="black")
-        draw.text((x + 3, y + height + 2), label[:40], fill="white")
+        draw.text((x + 3, y + height + 2), _fitted(label, font, width - 6), fill="white",
+                  font=font)
     return sheet
+
+
+def _fitted(label: str, font: ImageFont.FreeTypeFont, width: int) -> str:
+    """``label``, shortened with an ellipsis until it fits ``width`` pixels."""
+    if font.getlength(label) <= width:
+        return label
+    while label and font.getlength(label + "…") > width:
+        label = label[:-1]
+    return label.rstrip() + "…"

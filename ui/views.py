@@ -17,7 +17,7 @@ import uuid
 from PIL import Image
 
 from layerstudio.document import Layer, LayerStack
-from layerstudio.imaging import fit_within, over_checkerboard
+from layerstudio.imaging import enlarged, fit_within, over_checkerboard
 from layerstudio.preview import placed
 
 __all__ = ["MIN_PREVIEW", "THUMBNAIL", "enlarged", "for_page", "layer_caption", "layer_list",
@@ -26,15 +26,6 @@ __all__ = ["MIN_PREVIEW", "THUMBNAIL", "enlarged", "for_page", "layer_caption", 
 MIN_PREVIEW = 384
 """Canvases smaller than this are shown enlarged (whole multiples, nearest-neighbour)."""
 THUMBNAIL = 96
-
-
-def enlarged(image: Image.Image, minimum: int) -> Image.Image:
-    """``image`` scaled up by the whole factor that brings its long side nearest ``minimum``
-    from below (nearest-neighbour: pixels stay sharp squares); unchanged if already as big."""
-    factor = max(1, minimum // max(image.size))
-    if factor == 1:
-        return image
-    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def for_page(image: Image.Image) -> Image.Image:
