@@ -299,7 +299,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="layerstudio",
-        description="Generate, decompose and edit images as stacks of transparent layers.")
+        description="Generate and edit images as stacks of transparent layers; read and "
+                    "write PSD/PSB, OpenRaster and ZIP.")
     parser.add_argument("--version", action="version", version=f"layerstudio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
