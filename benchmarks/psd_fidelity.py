@@ -13,6 +13,7 @@ to files psd-tools matches (the baseline, in the same run).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -23,7 +24,10 @@ from psd_tools import PSDImage
 from layerstudio.errors import LayerStudioError
 from layerstudio.io import load_stack
 
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "photoshop-psd"
+DEFAULT_FOLDER = Path(os.environ.get(
+    "LAYERSTUDIO_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+) / "photoshop-psd"
+"""The Photoshop fixtures: ``shared/fixtures`` beside the clone or ``$LAYERSTUDIO_FIXTURES``."""
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:

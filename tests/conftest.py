@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,11 @@ import pytest
 
 from layerstudio import BlendMode, GroupInfo, Layer, LayerStack
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "photoshop-psd"
+FIXTURES_ROOT = Path(os.environ.get(
+    "LAYERSTUDIO_FIXTURES", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
+"""Files made by other programs: ``shared/fixtures`` beside the clone, or wherever the
+``LAYERSTUDIO_FIXTURES`` environment variable points."""
+FIXTURES = FIXTURES_ROOT / "photoshop-psd"
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +30,9 @@ def tokenizer(tmp_path_factory):
 @pytest.fixture
 def psd_fixtures() -> Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"real Photoshop fixtures not found at {FIXTURES}")
+        pytest.skip(f"real Photoshop fixtures not found at {FIXTURES}; set "
+                    "LAYERSTUDIO_FIXTURES to the folder that holds photoshop-psd/ (shared/"
+                    "fixtures) to run these tests")
     return FIXTURES
 
 

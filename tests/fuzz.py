@@ -42,8 +42,7 @@ from layerstudio.blend import BlendMode
 from layerstudio.errors import LayerStudioError
 from layerstudio.io import load_stack
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "photoshop-psd"
-
+from conftest import FIXTURES
 
 # --- seeds: real files ---------------------------------------------------------------------------
 
