@@ -8,12 +8,13 @@ see a traceback for unexpected failures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -26,24 +27,33 @@ __all__ = ["main"]
 EXIT_BAD_INPUT = 2
 
 
-def _load(path: str) -> LayerStack:
+@contextlib.contextmanager
+def _warnings_printed() -> Iterator[None]:
+    """Show what a reader or writer warned about (a rasterised layer, transparency a JPEG
+    cannot keep) as ``warning:`` lines."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stack = LayerStack.load(path)
+        yield
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    return stack
+
+
+def _load(path: str) -> LayerStack:
+    with _warnings_printed():
+        return LayerStack.load(path)
+
+
+def _chosen_layer(stack: LayerStack, given: str | None) -> int | str:
+    """``--layer``: a name, an index (0 = bottom, -1 = top), or by default the top visible
+    layer (never a hidden reference layer)."""
+    if given is None:
+        return stack.top_visible()
+    return int(given) if given.lstrip("-").isdigit() else given
 
 
 def _save_output(stack: LayerStack, path: str) -> Path:
-    """Save, printing what the format could not keep (e.g. transparency in a JPEG) as
-    ``warning:`` lines."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        saved = stack.save(path)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    return saved
+    with _warnings_printed():
+        return stack.save(path)
 
 
 def _layer_rows(stack: LayerStack) -> list[dict]:
@@ -111,14 +121,8 @@ def _pair(text: str) -> tuple[int, int]:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
-    from .studio import top_visible_layer
-
     stack = _load(args.input)
-    layer = args.layer
-    if layer is None:
-        layer = top_visible_layer(stack)
-    elif layer.lstrip("-").isdigit():
-        layer = int(layer)
+    layer = _chosen_layer(stack, args.layer)
     moved = stack.transform(layer, move=args.move, to=args.to, scale=args.scale / 100.0,
                             rotate=args.rotate, flip=args.flip)
     path = _save_output(stack, args.output)
@@ -233,14 +237,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .studio import Studio, top_visible_layer
+    from .studio import Studio
 
     document = _load(args.input)
-    layer = args.layer
-    if layer is None:
-        layer = top_visible_layer(document)
-    elif layer.lstrip("-").isdigit():
-        layer = int(layer)
+    layer = _chosen_layer(document, args.layer)
     stack = Studio(device=args.device).edit_layer(
         document, layer, args.prompt, mask=args.mask, strength=args.strength,
         model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance,

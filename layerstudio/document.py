@@ -346,6 +346,14 @@ class LayerStack:
             raise InvalidInputError(f"{len(hits)} layers are named {key!r}; use an index")
         return hits[0]
 
+    def top_visible(self) -> int:
+        """Index of the layer an edit means when none is named: the top one that is visible
+        and has pixels (not a hidden reference layer, not an adjustment)."""
+        for index in range(len(self.layers) - 1, -1, -1):
+            if self.layers[index].visible and self.layers[index].adjustment is None:
+                return index
+        raise InvalidInputError("the document has no visible pixel layer; name one")
+
     def add(self, layer: Layer, index: int | None = None) -> Layer:
         """Insert ``layer`` at ``index`` (default: on top) and return it."""
         if not isinstance(layer, Layer):

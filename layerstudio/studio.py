@@ -104,17 +104,6 @@ def _square_condition(rgba: np.ndarray, size: int, fit: str | None, mode: str
                     f"(--fit crop, pad or stretch)"]
 
 
-def top_visible_layer(stack: LayerStack) -> int:
-    """The layer an edit without a named layer means: the top one that is visible and has
-    pixels (not a hidden reference layer, not an adjustment)."""
-    for index in range(len(stack.layers) - 1, -1, -1):
-        candidate = stack.layers[index]
-        if candidate.visible and candidate.adjustment is None:
-            return index
-    raise InvalidInputError("the document has no visible pixel layer to edit; name one "
-                            "with --layer")
-
-
 def checked_seed(seed: Any) -> int:
     """A seed as torch takes it (a whole number in [0, 2^63), 5.0 counting as 5), or a clear
     error."""
@@ -337,7 +326,7 @@ class Studio:
         if not isinstance(stack, LayerStack):
             raise InvalidInputError("the document must be a LayerStack or a file path")
         stack = stack.copy()
-        index = top_visible_layer(stack) if layer is None else stack.index(layer)
+        index = stack.top_visible() if layer is None else stack.index(layer)
         target = stack.layers[index]
         if target.adjustment is not None:
             raise InvalidInputError(f"{target.name!r} is an adjustment layer ("
