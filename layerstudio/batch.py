@@ -62,6 +62,8 @@ class BatchSummary:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    notes: dict[str, int] = field(default_factory=dict)
+    """Each distinct note of the finished jobs (vocabulary, size, fit) and how many had it."""
 
     def line(self) -> str:
         return (f"{self.done} done, {self.skipped} skipped (already finished), "
@@ -149,8 +151,9 @@ def share_of(jobs: list[Job], rank: int, world: int) -> Iterator[Job]:
 
 
 def _run_one(studio, job: Job, out: Path, formats: tuple[str, ...], resume: bool,
-             rank: int) -> str:
-    """Run one job; returns the summary field it counts in: done, skipped or failed."""
+             rank: int, summary: BatchSummary) -> str:
+    """Run one job; returns the summary field it counts in: done, skipped or failed (its
+    notes are counted in ``summary``)."""
     manifest_path = out / f"{job.name}.json"
     if resume and manifest_path.is_file():
         return "skipped"
@@ -166,6 +169,8 @@ def _run_one(studio, job: Job, out: Path, formats: tuple[str, ...], resume: bool
     except Exception as exc:  # one broken job must not stop the batch
         _record_error(out, job, f"internal error: {type(exc).__name__}: {exc}")
         return "failed"
+    for note in stack.metadata.get("notes", []):
+        summary.notes[note] = summary.notes.get(note, 0) + 1
     _write_manifest(manifest_path, {"line": job.line, "name": job.name, "process": rank,
                                     "job": job.arguments, "files": files,
                                     "metadata": stack.metadata,
@@ -194,9 +199,9 @@ def run_batch(jobs_path: str | Path, out: str | Path, formats: tuple[str, ...] =
     share = list(share_of(jobs, rank, world))
     studio, summary, started = Studio(device=device), BatchSummary(), time.perf_counter()
     bar = tqdm(share, desc=f"batch {rank + 1}/{world}" if world > 1 else "batch",
-               unit="job", disable=not progress)
+               unit="job", disable=None if progress else True)  # None: only on a terminal
     for job in bar:
-        outcome = _run_one(studio, job, out, formats, resume, rank)
+        outcome = _run_one(studio, job, out, formats, resume, rank, summary)
         setattr(summary, outcome, getattr(summary, outcome) + 1)
         bar.set_postfix(done=summary.done, failed=summary.failed)
     summary.seconds = time.perf_counter() - started

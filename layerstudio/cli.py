@@ -259,6 +259,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                     if part.strip())
     summary = run_batch(args.jobs, args.out, formats, resume=args.resume, device=args.device)
     print(f"batch: {summary.line()}; outputs in {args.out}")
+    for note, count in summary.notes.items():
+        print(f"note: {count} job{'' if count == 1 else 's'}: {note}", file=sys.stderr)
     if summary.failed:
         print(f"error: {summary.failed} job(s) failed; see {Path(args.out) / 'errors.jsonl'}",
               file=sys.stderr)

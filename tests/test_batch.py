@@ -34,6 +34,7 @@ def test_bad_jobs_are_recorded_and_the_rest_finish(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "3 done, 0 skipped (already finished), 5 failed" in captured.out
     assert "errors.jsonl" in captured.err
+    assert "note: " in captured.err and "emoji prompts" in captured.err  # vocabulary notes
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert [(e["line"], e["error"][:20]) for e in errors] == [
         (2, "the line is not vali"), (6, "mode 'bg2fg' needs a"), (7, "name '../evil' must "),
