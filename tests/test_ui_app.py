@@ -54,6 +54,7 @@ def test_generate_edit_export_and_reopen(server, tmp_path):
     assert status(result).startswith("64x64 px · 4 layers · model tiny-art, seed 1, steps 4")
     assert result[-2] == 1  # the seed that was used comes back
     assert result[-1].startswith("Made 4 layers in")
+    assert "Note: tiny-art was trained on" in result[-1]  # "a cat and a ball" is not an emoji
     result = c.predict(1, api_name="/select_layer")
     assert result[4]["value"] == "region 1"
     c.predict("cat", "object", True, 50, "multiply", api_name="/set_layer")
