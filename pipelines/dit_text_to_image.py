@@ -66,43 +66,87 @@ class DiTTextToImagePipeline(DiffusionPipeline):
                          truncation=True, return_tensors="pt").input_ids.to(self._execution_device)
 
     @torch.no_grad()
-    def encode_prompt(self, prompts: list[str], max_sequence_length: int | None = None
+    def encode_prompt(self, prompt: str | list[str], device: torch.device | None = None,
+                      num_images_per_prompt: int = 1, max_sequence_length: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token sequence (B, T, D), pooled vector (B, D')) for the transformer."""
+        """(``prompt_embeds`` (B, T, D), ``pooled_prompt_embeds`` (B, D')) for the
+        transformer, each prompt repeated ``num_images_per_prompt`` times (FluxPipeline's
+        names and order; usable on its own, e.g. to pass embeddings to ``__call__``)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         length = self.tokenizer.model_max_length
-        clip = self.text_encoder(self._tokens(self.tokenizer, prompts, length))
+        device = device or self._execution_device
+        clip = self.text_encoder(self._tokens(self.tokenizer, prompts, length).to(device))
         pooled, sequence = clip.pooler_output, clip.last_hidden_state
         if self.text_encoder_2 is not None:
             ids = self._tokens(self.tokenizer_2, prompts, max_sequence_length or 512)
-            sequence = self.text_encoder_2(ids)[0]
+            sequence = self.text_encoder_2(ids.to(device))[0]
         dtype = self.transformer.dtype
-        return sequence.to(dtype), pooled.to(dtype)
+        return (sequence.to(dtype).repeat_interleave(num_images_per_prompt, dim=0),
+                pooled.to(dtype).repeat_interleave(num_images_per_prompt, dim=0))
 
-    def guided_text(self, prompt: str | list[str], negative_prompt: str | list[str] | None,
-                    num_images_per_prompt: int, guidance_scale: float,
-                    max_sequence_length: int | None, callback_tensor_inputs: tuple[str, ...]
+    def guided_text(self, prompt: str | list[str] | None, negative_prompt: str | list[str] | None,
+                    num_images_per_prompt: int, max_sequence_length: int | None,
+                    callback_tensor_inputs: tuple[str, ...],
+                    embeds: tuple[torch.Tensor | None, ...] = (None, None, None, None)
                     ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Checked prompts -> (the prompts, one per image; their embeddings; the token
-        sequence and pooled vector the transformer gets, negatives first under guidance)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
+        """Checked prompts (or given ``embeds``: prompt, pooled, negative, negative pooled)
+        -> (the prompts, one per image, "" where only embeddings were given; their
+        embeddings; the token sequence and pooled vector the transformer gets, negatives first
+        under guidance). Guidance is :attr:`guidance_scale`, set by ``__call__``."""
+        prompt_embeds, pooled, negative_embeds, negative_pooled = embeds
         bad = set(callback_tensor_inputs) - set(self._callback_tensor_inputs)
         if bad:
             raise ValueError(f"callback tensors must be among {self._callback_tensor_inputs}, "
                              f"got {sorted(bad)}")
-        negative = negative_prompt or ""
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-        if len(negatives) != len(prompts):
-            raise ValueError("negative_prompt must match prompt in length")
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
-        prompt_embeds, pooled = self.encode_prompt(prompts, max_sequence_length)
-        if guidance_scale <= 1.0:
+        if num_images_per_prompt < 1:
+            raise ValueError("num_images_per_prompt must be at least 1")
+        if prompt_embeds is not None:
+            if prompt is not None or pooled is None:
+                raise ValueError("give prompt or prompt_embeds with pooled_prompt_embeds, "
+                                 "not both")
+            prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+            pooled = pooled.repeat_interleave(num_images_per_prompt, dim=0)
+            prompts = [""] * prompt_embeds.shape[0]
+        else:
+            given = [prompt] if isinstance(prompt, str) else list(prompt or [])
+            if not given or not all(isinstance(p, str) for p in given):
+                raise ValueError("prompt must be a string or a non-empty list of strings")
+            prompts = [p for p in given for _ in range(num_images_per_prompt)]
+            prompt_embeds, pooled = self.encode_prompt(given, None, num_images_per_prompt,
+                                                       max_sequence_length)
+        if not self.do_classifier_free_guidance:
             return prompts, prompt_embeds, prompt_embeds, pooled
-        negative_embeds, negative_pooled = self.encode_prompt(negatives, max_sequence_length)
+        if negative_embeds is None:
+            negative = negative_prompt or ""
+            count = len(prompts) // num_images_per_prompt
+            negatives = [negative] * count if isinstance(negative, str) else list(negative)
+            if len(negatives) != count:
+                raise ValueError("negative_prompt must match prompt in length")
+            negative_embeds, negative_pooled = self.encode_prompt(
+                negatives, None, num_images_per_prompt, max_sequence_length)
+        else:
+            if negative_pooled is None:
+                raise ValueError("negative_prompt_embeds needs negative_pooled_prompt_embeds")
+            negative_embeds = negative_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+            negative_pooled = negative_pooled.repeat_interleave(num_images_per_prompt, dim=0)
         return (prompts, prompt_embeds, torch.cat([negative_embeds, prompt_embeds]),
                 torch.cat([negative_pooled, pooled]))
+
+    # --- the standard properties callbacks read (and may change) ------------------------
+
+    @property
+    def guidance_scale(self) -> float:
+        """The current classifier-free guidance; a step-end callback may change
+        ``pipe._guidance_scale`` and the next steps use the new value."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
 
     # --- latents ------------------------------------------------------------------------
 
@@ -133,17 +177,18 @@ class DiTTextToImagePipeline(DiffusionPipeline):
 
     def denoise(self, latents: torch.Tensor,
                 predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                token_count: int, num_inference_steps: int, guidance_scale: float,
-                prompt_embeds: torch.Tensor,
+                token_count: int, num_inference_steps: int, prompt_embeds: torch.Tensor,
                 callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None,
                 callback_tensor_inputs: tuple[str, ...]) -> torch.Tensor:
         """The Euler rectified-flow loop: FLUX's time shift for ``token_count`` tokens, true
-        CFG (``predict`` gets the unconditional and conditional halves as one batch when
-        ``guidance_scale`` > 1), the callback and the progress bar."""
-        guided = guidance_scale > 1.0
+        CFG (``predict`` gets the unconditional and conditional halves as one batch when the
+        run started guided; each step uses the current :attr:`guidance_scale`), the callback
+        and the progress bar."""
+        guided = self.do_classifier_free_guidance
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
         mu = schedule_shift(token_count, self.scheduler.config)
         self.scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=latents.device)
+        self._num_timesteps = len(self.scheduler.timesteps)
         with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
             for i, t in enumerate(self.scheduler.timesteps):
                 model_input = torch.cat([latents] * 2) if guided else latents
@@ -151,7 +196,8 @@ class DiTTextToImagePipeline(DiffusionPipeline):
                                    t.expand(model_input.shape[0]).to(latents.dtype) / 1000)
                 if guided:
                     unconditional, conditional = velocity.chunk(2)
-                    velocity = unconditional + guidance_scale * (conditional - unconditional)
+                    velocity = unconditional + self._guidance_scale * (conditional
+                                                                       - unconditional)
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     named = {"latents": latents, "prompt_embeds": prompt_embeds}
@@ -162,22 +208,31 @@ class DiTTextToImagePipeline(DiffusionPipeline):
         return latents
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+    def __call__(self, prompt: str | list[str] | None = None,
+                 negative_prompt: str | list[str] | None = None,
                  height: int = 64, width: int = 64, num_inference_steps: int = 20,
                  guidance_scale: float = 4.0, num_images_per_prompt: int = 1,
                  generator: torch.Generator | list[torch.Generator] | None = None,
-                 latents: torch.Tensor | None = None, output_type: str = "pil",
-                 return_dict: bool = True, max_sequence_length: int | None = None,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 pooled_prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None
                  = None,
-                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",)
-                 ) -> DiTPipelineOutput | tuple:
-        """Generate images. ``callback_on_step_end(pipe, step, timestep, tensors)`` may return
-        replacements for the tensors named in ``callback_on_step_end_tensor_inputs``."""
+                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+                 max_sequence_length: int | None = None) -> DiTPipelineOutput | tuple:
+        """Generate images (FluxPipeline's arguments, in its order). ``callback_on_step_end(
+        pipe, step, timestep, tensors)`` may return replacements for the tensors named in
+        ``callback_on_step_end_tensor_inputs`` and may change ``pipe._guidance_scale``."""
         rows, cols = self._latent_grid(height, width)
+        self._guidance_scale = guidance_scale
         prompts, prompt_embeds, text, text_pooled = self.guided_text(
-            prompt, negative_prompt, num_images_per_prompt, guidance_scale,
-            max_sequence_length, callback_on_step_end_tensor_inputs)
+            prompt, negative_prompt, num_images_per_prompt, max_sequence_length,
+            callback_on_step_end_tensor_inputs,
+            (prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds,
+             negative_pooled_prompt_embeds))
         device = self._execution_device
         text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device,
                                dtype=prompt_embeds.dtype)
@@ -195,7 +250,7 @@ class DiTTextToImagePipeline(DiffusionPipeline):
                                     txt_ids=text_ids, img_ids=img_ids, return_dict=False)[0]
 
         latents = self.denoise(latents, predict, latents.shape[1], num_inference_steps,
-                               guidance_scale, prompt_embeds, callback_on_step_end,
+                               prompt_embeds, callback_on_step_end,
                                callback_on_step_end_tensor_inputs)
 
         images = self._decode(unpack_latents(latents, rows, cols), output_type)

@@ -77,27 +77,39 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
         return [canvas, canvas, *snapped]
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], boxes: Sequence[Box], *,
+    def __call__(self, prompt: str | list[str] | None = None,
+                 boxes: Sequence[Box] | None = None, *,
                  negative_prompt: str | list[str] | None = None, height: int = 64,
                  width: int = 64, num_inference_steps: int = 20, guidance_scale: float = 4.0,
                  num_images_per_prompt: int = 1,
                  generator: torch.Generator | list[torch.Generator] | None = None,
-                 latents: torch.Tensor | None = None, full_attention: bool = False,
-                 max_tokens: int | None = None, output_type: str = "pil",
-                 return_dict: bool = True, max_sequence_length: int | None = None,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 pooled_prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None
                  = None,
-                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",)):
+                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+                 max_sequence_length: int | None = None, full_attention: bool = False,
+                 max_tokens: int | None = None):
         """Generate. ``boxes``: ``(x, y, w, h)`` pixels per region, bottom to top (any number
-        up to the model's ``max_layers`` - 2); ``guidance_scale`` > 1 is true CFG;
-        ``full_attention`` runs every layer over the whole canvas (slow; for comparison);
-        ``output_type`` "pil", "np" or "latent" (then ``rgba`` holds the latents)."""
+        up to the model's ``max_layers`` - 2); ``guidance_scale`` > 1 is true CFG (a step-end
+        callback may change ``pipe._guidance_scale``); ``full_attention`` runs every layer over
+        the whole canvas (slow; for comparison); ``output_type`` "pil", "np" or "latent" (then
+        ``images`` and ``rgba`` hold the (B, L, C, h, w) latents, for ``decode_layers``)."""
         if output_type not in ("pil", "np", "latent"):
             raise ValueError(f"output_type must be pil, np or latent, got {output_type!r}")
+        if boxes is None:
+            raise ValueError("boxes are required: (x, y, w, h) pixels per region")
         layout = self.layout(boxes, width, height, max_tokens)
+        self._guidance_scale = guidance_scale
         prompts, _, text, pooled = self.guided_text(
-            prompt, negative_prompt, num_images_per_prompt, guidance_scale,
-            max_sequence_length, callback_on_step_end_tensor_inputs)
+            prompt, negative_prompt, num_images_per_prompt, max_sequence_length,
+            callback_on_step_end_tensor_inputs,
+            (prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds,
+             negative_pooled_prompt_embeds))
         device = self._execution_device
         rows, cols = height // self.vae_scale_factor, width // self.vae_scale_factor
         channels = self.transformer.config.in_channels // 4
@@ -113,11 +125,10 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
                                     full_attention=full_attention, return_dict=False)[0]
 
         latents = self.denoise(latents, predict, token_count(layout), num_inference_steps,
-                               guidance_scale, text, callback_on_step_end,
-                               callback_on_step_end_tensor_inputs)
+                               text, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         if output_type == "latent":
-            result = AnonymousRegionPipelineOutput(images=[], layers=[], rgba=latents)
+            result = AnonymousRegionPipelineOutput(images=latents, layers=[], rgba=latents)
         else:
             rgba = self.decode_layers(latents, layout)
             result = self._packaged(rgba, layout, boxes, prompts, output_type,
@@ -125,7 +136,7 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
                                      "guidance_scale": guidance_scale,
                                      "full_attention": full_attention})
         self.maybe_free_model_hooks()
-        return result if return_dict else (result.images, result.layers)
+        return result if return_dict else (result.images, result.layers, result.rgba)
 
     # --- decoding -----------------------------------------------------------------------
 
