@@ -8,6 +8,7 @@ decode, so every option of ``StableDiffusionPipeline`` / ``StableDiffusionXLPipe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -79,13 +80,22 @@ class _TransparentDecodeMixin:
             [PIL.Image.fromarray(image, "RGBA") for image in as_uint8]
         return TransparentPipelineOutput(images=images, layers=stacks)
 
+    def decode_latents_rgba(self, latents: torch.Tensor, augment: bool = False) -> np.ndarray:
+        """What ``output_type="latent"`` returned -> straight RGBA (B, H, W, 4) in [0, 1]."""
+        return self._decoded(latents, augment)
+
     def _run(self, parent_call, prompt, output_type: str, augment: bool, return_dict: bool,
              kwargs: dict[str, Any]):
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        if output_type not in ("pil", "np", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
+                             f"{output_type!r}")
         for name in ("output_type", "return_dict"):
             kwargs.pop(name, None)
         latents = parent_call(self, prompt=prompt, output_type="latent", **kwargs).images
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            result = TransparentPipelineOutput(images=latents, layers=[])
+            return result if return_dict else (result.images, result.layers)
         extra = {key: kwargs[key] for key in ("num_inference_steps", "guidance_scale")
                  if key in kwargs}
         result = self._packaged(self._decoded(latents, augment), prompt, output_type, extra)
@@ -116,12 +126,40 @@ class LatentTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPipelin
         self.register_modules(transparent_decoder=transparent_decoder,
                               transparent_encoder=transparent_encoder)
 
-    def __call__(self, prompt: str | list[str] | None = None, *, augment: bool = False,
-                 output_type: str = "pil", return_dict: bool = True, **kwargs: Any):
-        """Everything ``StableDiffusionPipeline.__call__`` takes, plus ``augment`` (8-pass
-        median decode, slower, cleaner alpha). Returns :class:`TransparentPipelineOutput`."""
+    def __call__(self, prompt: str | list[str] | None = None, height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 50,
+                 timesteps: list[int] | None = None, sigmas: list[float] | None = None,
+                 guidance_scale: float = 7.5, negative_prompt: str | list[str] | None = None,
+                 num_images_per_prompt: int | None = 1, eta: float = 0.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 ip_adapter_image: Any = None,
+                 ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
+                 cross_attention_kwargs: dict[str, Any] | None = None,
+                 guidance_rescale: float = 0.0, clip_skip: int | None = None,
+                 callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 augment: bool = False) -> TransparentPipelineOutput | tuple:
+        """``StableDiffusionPipeline.__call__``'s arguments in its order, plus ``augment``
+        (8-pass median decode, slower, cleaner alpha). ``output_type`` "pil" or "np" gives
+        RGBA pictures and layers; "latent" gives the latents (``images``) for
+        :meth:`decode_latents_rgba`. Returns :class:`TransparentPipelineOutput`."""
+        arguments = dict(
+            height=height, width=width, num_inference_steps=num_inference_steps,
+            timesteps=timesteps, sigmas=sigmas, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, num_images_per_prompt=num_images_per_prompt,
+            eta=eta, generator=generator, latents=latents, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, ip_adapter_image=ip_adapter_image,
+            ip_adapter_image_embeds=ip_adapter_image_embeds,
+            cross_attention_kwargs=cross_attention_kwargs, guidance_rescale=guidance_rescale,
+            clip_skip=clip_skip, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs
+            or ["latents"])
         return self._run(StableDiffusionPipeline.__call__, prompt, output_type, augment,
-                         return_dict, kwargs)
+                         return_dict, arguments)
 
 
 class LatentTransparencyXLPipeline(_TransparentDecodeMixin, StableDiffusionXLPipeline):
