@@ -3,8 +3,8 @@
 Each entry of PIPELINES builds a tiny random pipeline, the keyword arguments one call needs,
 how its prompt embeddings are passed and how its latents are decoded; every test runs over all
 of them, so a pipeline added there is checked automatically. So far: the flow-matching DiT and
-ART pipelines and the SD 1.5-shaped text-to-RGBA pipeline; the other Stable Diffusion-derived
-pipelines follow as issue 16 proceeds.
+ART pipelines and the SD 1.5- and SDXL-shaped text-to-RGBA pipelines; the conditioned, joint
+and img2img pipelines follow as issue 16 proceeds.
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ from layerstudio.pipelines.anonymous_region import (
     MultiLayerTransparentDecoder,
 )
 from layerstudio.pipelines.dit_text_to_image import DiTTextToImagePipeline
-from layerstudio.pipelines.latent_transparency import LatentTransparencyPipeline
+from layerstudio.pipelines.latent_transparency import (
+    LatentTransparencyPipeline,
+    LatentTransparencyXLPipeline,
+)
 from layerstudio.tiny_models import (
     tiny_flux,
+    tiny_sdxl_components,
     tiny_text_encoder,
     tiny_transparent_decoder,
     tiny_unet,
@@ -57,6 +61,14 @@ def _flux_embeddings(pipe) -> dict[str, torch.Tensor]:
 def _sd_embeddings(pipe) -> dict[str, torch.Tensor]:
     embeds, negative = pipe.encode_prompt(["an ice cream", "a cloud"], pipe.device, 1, True)
     return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+
+
+def _sdxl_embeddings(pipe) -> dict[str, torch.Tensor]:
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        ["an ice cream", "a cloud"], device=pipe.device, num_images_per_prompt=1,
+        do_classifier_free_guidance=True)
+    return {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
+            "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
 
 
 def _dit(tokenizer):
@@ -92,8 +104,16 @@ def _sd_rgba(tokenizer):
             lambda output: np.asarray(output.images))
 
 
+def _sdxl_rgba(tokenizer):
+    pipe = LatentTransparencyXLPipeline(**tiny_sdxl_components(tokenizer),
+                                        transparent_decoder=tiny_transparent_decoder())
+    return (pipe, {"height": 64, "width": 64}, _sdxl_embeddings, pipe.decode_latents_rgba,
+            lambda output: np.asarray(output.images))
+
+
 PIPELINES: dict[str, Callable] = {"dit": _dit, "anonymous-region": _art,
-                                  "latent-transparency": _sd_rgba}
+                                  "latent-transparency": _sd_rgba,
+                                  "latent-transparency-xl": _sdxl_rgba}
 
 
 @pytest.fixture(scope="module", params=sorted(PIPELINES))

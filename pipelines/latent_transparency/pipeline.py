@@ -50,6 +50,17 @@ def rgba_to_stack(rgba: np.ndarray, name: str, provenance: dict[str, Any]) -> La
     return LayerStack(width, height, [layer], metadata=dict(provenance))
 
 
+def _forwarded(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A ``__call__``'s own arguments (its ``locals()``) as keywords for the diffusers parent:
+    all but ``self`` and the ones the transparent pipelines handle themselves."""
+    forwarded = {key: value for key, value in arguments.items()
+                 if key not in ("self", "prompt", "augment", "output_type", "return_dict",
+                                "__class__")}
+    forwarded["callback_on_step_end_tensor_inputs"] = \
+        forwarded.get("callback_on_step_end_tensor_inputs") or ["latents"]
+    return forwarded
+
+
 class _TransparentDecodeMixin:
     """The part both pipelines share: latents -> RGBA -> outputs."""
 
@@ -147,17 +158,7 @@ class LatentTransparencyPipeline(_TransparentDecodeMixin, StableDiffusionPipelin
         (8-pass median decode, slower, cleaner alpha). ``output_type`` "pil" or "np" gives
         RGBA pictures and layers; "latent" gives the latents (``images``) for
         :meth:`decode_latents_rgba`. Returns :class:`TransparentPipelineOutput`."""
-        arguments = dict(
-            height=height, width=width, num_inference_steps=num_inference_steps,
-            timesteps=timesteps, sigmas=sigmas, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, num_images_per_prompt=num_images_per_prompt,
-            eta=eta, generator=generator, latents=latents, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, ip_adapter_image=ip_adapter_image,
-            ip_adapter_image_embeds=ip_adapter_image_embeds,
-            cross_attention_kwargs=cross_attention_kwargs, guidance_rescale=guidance_rescale,
-            clip_skip=clip_skip, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs
-            or ["latents"])
+        arguments = _forwarded(locals())
         return self._run(StableDiffusionPipeline.__call__, prompt, output_type, augment,
                          return_dict, arguments)
 
@@ -184,8 +185,35 @@ class LatentTransparencyXLPipeline(_TransparentDecodeMixin, StableDiffusionXLPip
         self.register_modules(transparent_decoder=transparent_decoder,
                               transparent_encoder=transparent_encoder)
 
-    def __call__(self, prompt: str | list[str] | None = None, *, augment: bool = False,
-                 output_type: str = "pil", return_dict: bool = True, **kwargs: Any):
-        """Everything ``StableDiffusionXLPipeline.__call__`` takes, plus ``augment``."""
+    def __call__(self, prompt: str | list[str] | None = None,
+                 prompt_2: str | list[str] | None = None, height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 50,
+                 timesteps: list[int] | None = None, sigmas: list[float] | None = None,
+                 denoising_end: float | None = None, guidance_scale: float = 5.0,
+                 negative_prompt: str | list[str] | None = None,
+                 negative_prompt_2: str | list[str] | None = None,
+                 num_images_per_prompt: int | None = 1, eta: float = 0.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 pooled_prompt_embeds: torch.Tensor | None = None,
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None,
+                 ip_adapter_image: Any = None,
+                 ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
+                 cross_attention_kwargs: dict[str, Any] | None = None,
+                 guidance_rescale: float = 0.0,
+                 original_size: tuple[int, int] | None = None,
+                 crops_coords_top_left: tuple[int, int] = (0, 0),
+                 target_size: tuple[int, int] | None = None,
+                 negative_original_size: tuple[int, int] | None = None,
+                 negative_crops_coords_top_left: tuple[int, int] = (0, 0),
+                 negative_target_size: tuple[int, int] | None = None,
+                 clip_skip: int | None = None, callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 augment: bool = False) -> TransparentPipelineOutput | tuple:
+        """``StableDiffusionXLPipeline.__call__``'s arguments in its order, plus ``augment``;
+        outputs as :class:`LatentTransparencyPipeline`'s."""
         return self._run(StableDiffusionXLPipeline.__call__, prompt, output_type, augment,
-                         return_dict, kwargs)
+                         return_dict, _forwarded(locals()))
