@@ -3,8 +3,9 @@
 Each entry of PIPELINES builds a tiny random pipeline, the keyword arguments one call needs,
 how its prompt embeddings are passed and how its latents are decoded; every test runs over all
 of them, so a pipeline added there is checked automatically. So far: the flow-matching DiT and
-ART pipelines and the SD 1.5- and SDXL-shaped text-to-RGBA pipelines; the conditioned, joint
-and img2img pipelines follow as issue 16 proceeds.
+ART pipelines, the SD 1.5- and SDXL-shaped text-to-RGBA pipelines and the SD 1.5 conditioned
+(bg2fg, fg2bg) pipeline; the SDXL conditioned, joint and img2img pipelines follow as issue 16
+proceeds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from layerstudio.pipelines.anonymous_region import (
 )
 from layerstudio.pipelines.dit_text_to_image import DiTTextToImagePipeline
 from layerstudio.pipelines.latent_transparency import (
+    ConditionedTransparencyPipeline,
     LatentTransparencyPipeline,
     LatentTransparencyXLPipeline,
 )
@@ -33,6 +35,7 @@ from layerstudio.tiny_models import (
     tiny_sdxl_components,
     tiny_text_encoder,
     tiny_transparent_decoder,
+    tiny_transparent_encoder,
     tiny_unet,
     tiny_vae,
 )
@@ -111,9 +114,29 @@ def _sdxl_rgba(tokenizer):
             lambda output: np.asarray(output.images))
 
 
+def _conditioned(mode: str):
+    def build(tokenizer):
+        from diffusers import DDIMScheduler
+
+        pipe = ConditionedTransparencyPipeline(
+            vae=tiny_vae(), tokenizer=tokenizer,
+            text_encoder=tiny_text_encoder(len(tokenizer.get_vocab()), tokenizer.bos_token_id,
+                                           tokenizer.eos_token_id),
+            unet=tiny_unet(in_channels=8), scheduler=DDIMScheduler(clip_sample=False),
+            transparent_decoder=tiny_transparent_decoder(),
+            transparent_encoder=tiny_transparent_encoder(), mode=mode)
+        given = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+        return (pipe, {"height": 64, "width": 64, "condition": given}, _sd_embeddings,
+                pipe.decode_latents_rgba, lambda output: np.asarray(output.images))
+
+    return build
+
+
 PIPELINES: dict[str, Callable] = {"dit": _dit, "anonymous-region": _art,
                                   "latent-transparency": _sd_rgba,
-                                  "latent-transparency-xl": _sdxl_rgba}
+                                  "latent-transparency-xl": _sdxl_rgba,
+                                  "conditioned-bg2fg": _conditioned("bg2fg"),
+                                  "conditioned-fg2bg": _conditioned("fg2bg")}
 
 
 @pytest.fixture(scope="module", params=sorted(PIPELINES))

@@ -14,6 +14,7 @@ the condition to every call (twice over under classifier-free guidance).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,7 +35,7 @@ from .codec import (
     rgba_tensors,
 )
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
-from .pipeline import TransparentPipelineOutput, _TransparentDecodeMixin
+from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin
 
 __all__ = ["MODES", "ConditionedTransparencyPipeline", "condition_hook", "fit_condition",
            "initial_noise"]
@@ -84,19 +85,29 @@ class _ConditionedOutputsMixin(_TransparentDecodeMixin):
     """Latents of the generated layer -> the layered result of a conditioned pipeline."""
 
     @torch.no_grad()
+    def decode_latents_rgba(self, latents: torch.Tensor, augment: bool = False) -> np.ndarray:
+        """The generated layer of ``output_type="latent"`` as RGBA (B, H, W, 4) in [0, 1]: a
+        transparent foreground (``bg2fg``) or an opaque background (``fg2bg``)."""
+        unscaled = latents / self.vae.config.scaling_factor
+        made = decode_rgba(self.vae, self.transparent_decoder, unscaled, augment=augment) \
+            if self.config.mode == "bg2fg" else decode_opaque(self.vae, unscaled)
+        return made.permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.no_grad()
     def _layered_outputs(self, latents: torch.Tensor, given: np.ndarray, prompt,
                          output_type: str, augment: bool, extra: dict[str, Any],
                          blends: torch.Tensor | None = None) -> TransparentPipelineOutput:
         """``bg2fg`` decodes a transparent foreground, ``fg2bg`` an opaque background; the
         stack is background, foreground and, when the model made one (``blends``: scaled
         latents), the blend as a hidden reference layer."""
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        if output_type not in ("pil", "np", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
+                             f"{output_type!r}")
+        if output_type == "latent":
+            return TransparentPipelineOutput(images=latents, layers=[])
         bg2fg = self.config.mode == "bg2fg"
         scale = self.vae.config.scaling_factor
-        made = decode_rgba(self.vae, self.transparent_decoder, latents / scale,
-                           augment=augment) if bg2fg else decode_opaque(self.vae, latents / scale)
-        array = made.permute(0, 2, 3, 1).cpu().numpy()
+        array = self.decode_latents_rgba(latents, augment)
         generated = np.rint(array * 255).clip(0, 255).astype(np.uint8)
         pictures: list[np.ndarray | None] = [None] * len(generated)
         if blends is not None:
@@ -170,32 +181,54 @@ class ConditionedTransparencyPipeline(_ConditionedOutputsMixin, StableDiffusionP
 
     # --- call ---------------------------------------------------------------------------
 
-    def __call__(self, prompt: str | list[str] | None = None, *, condition: Any,
-                 stop_at: float = 1.0, augment: bool = False, output_type: str = "pil",
-                 return_dict: bool = True, **kwargs: Any):
-        """Everything ``StableDiffusionPipeline.__call__`` takes, plus ``condition`` (PIL image
-        or array: the background for ``bg2fg``, the RGBA foreground for ``fg2bg``, resized to
-        the output size), ``stop_at`` in [0, 1] and ``augment``."""
+    def __call__(self, prompt: str | list[str] | None = None, height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 50,
+                 timesteps: list[int] | None = None, sigmas: list[float] | None = None,
+                 guidance_scale: float = 7.5, negative_prompt: str | list[str] | None = None,
+                 num_images_per_prompt: int | None = 1, eta: float = 0.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 ip_adapter_image: Any = None,
+                 ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
+                 cross_attention_kwargs: dict[str, Any] | None = None,
+                 guidance_rescale: float = 0.0, clip_skip: int | None = None,
+                 callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 condition: Any = None, stop_at: float = 1.0, augment: bool = False):
+        """``StableDiffusionPipeline.__call__``'s arguments in its order, plus ``condition``
+        (required: PIL image or array, the background for ``bg2fg``, the RGBA foreground for
+        ``fg2bg``, resized to the output size), ``stop_at`` in [0, 1] and ``augment``.
+        ``output_type="latent"`` gives the generated layer's latents (``images``) for
+        :meth:`decode_latents_rgba`."""
+        if condition is None:
+            raise ValueError("condition is required: the background (bg2fg) or the RGBA "
+                             "foreground (fg2bg) to generate around")
         if not 0.0 <= stop_at <= 1.0:
             raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
-        height = kwargs.get("height") or self.unet.config.sample_size * self.vae_scale_factor
-        width = kwargs.get("width") or self.unet.config.sample_size * self.vae_scale_factor
+        kwargs = _forwarded(locals(), own=("condition", "stop_at"))
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
         given = fit_condition(condition, (width, height))
         latent = self.encode_condition(given)
-        per_prompt = kwargs.get("num_images_per_prompt", 1)
-        count = (1 if prompt is None or isinstance(prompt, str) else len(prompt)) * per_prompt
-        steps = kwargs.get("num_inference_steps", 50)
-        for name in ("output_type", "return_dict"):
-            kwargs.pop(name, None)
-        if kwargs.get("latents") is None:
-            kwargs["latents"] = initial_noise(self, count, height, width, kwargs.get("generator"))
-        handle = condition_hook(self.unet, latent.repeat(count, 1, 1, 1), steps, stop_at)
+        if prompt is None and prompt_embeds is not None:
+            prompts = prompt_embeds.shape[0]
+        else:
+            prompts = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        count = prompts * (num_images_per_prompt or 1)
+        if latents is None:
+            kwargs["latents"] = initial_noise(self, count, height, width, generator)
+        handle = condition_hook(self.unet, latent.repeat(count, 1, 1, 1), num_inference_steps,
+                                stop_at)
         try:
             latents = StableDiffusionPipeline.__call__(self, prompt=prompt, output_type="latent",
                                                        **kwargs).images
         finally:
             handle.remove()
         result = self._layered_outputs(latents, given, prompt, output_type, augment,
-                                       {"stop_at": stop_at, "num_inference_steps": steps})
+                                       {"stop_at": stop_at,
+                                        "num_inference_steps": num_inference_steps})
         self.maybe_free_model_hooks()
         return result if return_dict else (result.images, result.layers)

@@ -50,12 +50,12 @@ def rgba_to_stack(rgba: np.ndarray, name: str, provenance: dict[str, Any]) -> La
     return LayerStack(width, height, [layer], metadata=dict(provenance))
 
 
-def _forwarded(arguments: dict[str, Any]) -> dict[str, Any]:
+def _forwarded(arguments: dict[str, Any], own: tuple[str, ...] = ()) -> dict[str, Any]:
     """A ``__call__``'s own arguments (its ``locals()``) as keywords for the diffusers parent:
-    all but ``self`` and the ones the transparent pipelines handle themselves."""
+    all but ``self``, the ones every transparent pipeline handles itself and ``own``."""
     forwarded = {key: value for key, value in arguments.items()
                  if key not in ("self", "prompt", "augment", "output_type", "return_dict",
-                                "__class__")}
+                                "__class__", *own)}
     forwarded["callback_on_step_end_tensor_inputs"] = \
         forwarded.get("callback_on_step_end_tensor_inputs") or ["latents"]
     return forwarded
