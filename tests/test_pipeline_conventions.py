@@ -4,14 +4,15 @@ Each entry of PIPELINES builds a tiny random pipeline, the keyword arguments one
 how its prompt embeddings are passed and how its latents are decoded; every test runs over all
 of them, so a pipeline added there is checked automatically. So far: the flow-matching DiT and
 ART pipelines, the SD 1.5- and SDXL-shaped text-to-RGBA pipelines and the SD 1.5 conditioned
-(bg2fg, fg2bg) pipeline; the SDXL conditioned, joint and img2img pipelines follow as issue 16
-proceeds.
+(bg2fg, fg2bg) pipeline and the img2img/inpaint pipeline; the SDXL conditioned and joint
+pipelines follow as issue 16 proceeds.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from layerstudio.pipelines.anonymous_region import (
 from layerstudio.pipelines.dit_text_to_image import DiTTextToImagePipeline
 from layerstudio.pipelines.latent_transparency import (
     ConditionedTransparencyPipeline,
+    LatentTransparencyImg2ImgPipeline,
     LatentTransparencyPipeline,
     LatentTransparencyXLPipeline,
 )
@@ -39,6 +41,21 @@ from layerstudio.tiny_models import (
     tiny_unet,
     tiny_vae,
 )
+
+
+@dataclass
+class Case:
+    """A tiny pipeline and how to drive it: the keywords one call needs, its prompt
+    embeddings as call keywords, its latent decoder, the pictures to compare, and standard
+    parameters its diffusers parent itself lacks."""
+
+    pipe: Any
+    extra: dict[str, Any]
+    embeddings: Callable[[Any], dict[str, torch.Tensor]]
+    decode: Callable[[torch.Tensor], np.ndarray]
+    pixels: Callable[[Any], np.ndarray] = field(default=lambda output: np.asarray(output.images))
+    not_in_parent: tuple[str, ...] = ()
+
 
 STANDARD = ("prompt", "negative_prompt", "height", "width", "num_inference_steps",
             "guidance_scale", "num_images_per_prompt", "generator", "latents", "prompt_embeds",
@@ -76,8 +93,7 @@ def _sdxl_embeddings(pipe) -> dict[str, torch.Tensor]:
 
 def _dit(tokenizer):
     pipe = DiTTextToImagePipeline(transformer=tiny_flux(), **_text_parts(tokenizer))
-    return pipe, {}, _flux_embeddings, lambda latents: pipe._decode(latents, "np"), \
-        lambda output: np.asarray(output.images)
+    return Case(pipe, {}, _flux_embeddings, lambda latents: pipe._decode(latents, "np"))
 
 
 def _art(tokenizer):
@@ -88,10 +104,10 @@ def _art(tokenizer):
     pipe = AnonymousRegionPipeline(transformer=transformer, transparent_decoder=decoder,
                                    **_text_parts(tokenizer))
     boxes = [(8, 8, 24, 24)]
-    return (pipe, {"boxes": boxes}, _flux_embeddings,
-            lambda latents: pipe.decode_layers(latents, pipe.layout(boxes, 64, 64))
-            .permute(0, 1, 3, 4, 2).numpy(),
-            lambda output: output.rgba)
+    return Case(pipe, {"boxes": boxes}, _flux_embeddings,
+                lambda latents: pipe.decode_layers(latents, pipe.layout(boxes, 64, 64))
+                .permute(0, 1, 3, 4, 2).numpy(),
+                lambda output: output.rgba)
 
 
 def _sd_rgba(tokenizer):
@@ -103,15 +119,13 @@ def _sd_rgba(tokenizer):
                                        tokenizer.eos_token_id),
         unet=tiny_unet(), scheduler=DDIMScheduler(clip_sample=False),
         transparent_decoder=tiny_transparent_decoder())
-    return (pipe, {"height": 64, "width": 64}, _sd_embeddings, pipe.decode_latents_rgba,
-            lambda output: np.asarray(output.images))
+    return Case(pipe, {"height": 64, "width": 64}, _sd_embeddings, pipe.decode_latents_rgba)
 
 
 def _sdxl_rgba(tokenizer):
     pipe = LatentTransparencyXLPipeline(**tiny_sdxl_components(tokenizer),
                                         transparent_decoder=tiny_transparent_decoder())
-    return (pipe, {"height": 64, "width": 64}, _sdxl_embeddings, pipe.decode_latents_rgba,
-            lambda output: np.asarray(output.images))
+    return Case(pipe, {"height": 64, "width": 64}, _sdxl_embeddings, pipe.decode_latents_rgba)
 
 
 def _conditioned(mode: str):
@@ -126,13 +140,30 @@ def _conditioned(mode: str):
             transparent_decoder=tiny_transparent_decoder(),
             transparent_encoder=tiny_transparent_encoder(), mode=mode)
         given = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
-        return (pipe, {"height": 64, "width": 64, "condition": given}, _sd_embeddings,
-                pipe.decode_latents_rgba, lambda output: np.asarray(output.images))
+        return Case(pipe, {"height": 64, "width": 64, "condition": given}, _sd_embeddings,
+                    pipe.decode_latents_rgba)
 
     return build
 
 
-PIPELINES: dict[str, Callable] = {"dit": _dit, "anonymous-region": _art,
+def _img2img(tokenizer):
+    from diffusers import DDIMScheduler
+
+    pipe = LatentTransparencyImg2ImgPipeline(
+        vae=tiny_vae(), tokenizer=tokenizer,
+        text_encoder=tiny_text_encoder(len(tokenizer.get_vocab()), tokenizer.bos_token_id,
+                                       tokenizer.eos_token_id),
+        unet=tiny_unet(), scheduler=DDIMScheduler(clip_sample=False),
+        transparent_decoder=tiny_transparent_decoder(),
+        transparent_encoder=tiny_transparent_encoder())
+    layer = np.zeros((64, 64, 4), np.uint8)
+    layer[16:48, 16:48] = (40, 80, 200, 255)
+    # strength 1: both steps run, as in the other cases; diffusers' img2img takes no latents
+    return Case(pipe, {"image": layer, "strength": 1.0}, _sd_embeddings,
+                pipe.decode_latents_rgba, not_in_parent=("latents",))
+
+
+PIPELINES: dict[str, Callable] = {"img2img": _img2img, "dit": _dit, "anonymous-region": _art,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
                                   "conditioned-bg2fg": _conditioned("bg2fg"),
@@ -140,11 +171,11 @@ PIPELINES: dict[str, Callable] = {"dit": _dit, "anonymous-region": _art,
 
 
 @pytest.fixture(scope="module", params=sorted(PIPELINES))
-def case(request, tokenizer):
+def case(request, tokenizer) -> Case:
     torch.manual_seed(0)
-    pipe, extra, embeddings, decode, pixels = PIPELINES[request.param](tokenizer)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, extra, embeddings, decode, pixels
+    built = PIPELINES[request.param](tokenizer)
+    built.pipe.set_progress_bar_config(disable=True)
+    return built
 
 
 def _call(pipe, extra: dict, **kwargs):
@@ -157,33 +188,34 @@ def _call(pipe, extra: dict, **kwargs):
 
 
 def test_the_call_signature_lists_the_standard_parameters(case):
-    parameters = inspect.signature(type(case[0]).__call__).parameters
+    parameters = inspect.signature(type(case.pipe).__call__).parameters
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    assert [name for name in STANDARD if name not in parameters] == []
+    expected = [name for name in STANDARD if name not in case.not_in_parent]
+    assert [name for name in expected if name not in parameters] == []
 
 
 def test_prompt_embeddings_stand_in_for_the_prompt(case):
-    pipe, extra, embeddings, _decode, pixels = case
+    pipe, extra = case.pipe, case.extra
     with torch.no_grad():
-        given = embeddings(pipe)
-    from_text = pixels(_call(pipe, extra))
-    from_embeds = pixels(_call(pipe, extra, prompt=None, **given))
+        given = case.embeddings(pipe)
+    from_text = case.pixels(_call(pipe, extra))
+    from_embeds = case.pixels(_call(pipe, extra, prompt=None, **given))
     np.testing.assert_allclose(from_embeds, from_text, atol=1e-5)
     with pytest.raises(ValueError):
         _call(pipe, extra, **given)  # a prompt and its embeddings: ambiguous
 
 
 def test_latent_output_chains_into_the_decoder(case):
-    pipe, extra, _embeddings, decode, pixels = case
+    pipe, extra = case.pipe, case.extra
     latents = _call(pipe, extra, output_type="latent").images
     assert isinstance(latents, torch.Tensor)
     with torch.no_grad():
-        decoded = decode(latents)
-    np.testing.assert_allclose(decoded, pixels(_call(pipe, extra)), atol=1e-5)
+        decoded = case.decode(latents)
+    np.testing.assert_allclose(decoded, case.pixels(_call(pipe, extra)), atol=1e-5)
 
 
 def test_callbacks_read_and_change_latents_and_guidance(case):
-    pipe, extra, _embeddings, _decode, pixels = case
+    pipe, extra = case.pipe, case.extra
     seen = []
 
     # Guidance is weakened, not turned off: turning it off mid-run also needs the embeddings
@@ -193,9 +225,9 @@ def test_callbacks_read_and_change_latents_and_guidance(case):
         pipeline._guidance_scale = 2.0
         return {"latents": tensors["latents"]}
 
-    changed = pixels(_call(pipe, extra, callback_on_step_end=weaker))
+    changed = case.pixels(_call(pipe, extra, callback_on_step_end=weaker))
     assert seen == [(0, 2, 4.0), (1, 2, 2.0)]
-    assert not np.allclose(changed, pixels(_call(pipe, extra)))
+    assert not np.allclose(changed, case.pixels(_call(pipe, extra)))
 
     def zero(pipeline, step, timestep, tensors):
         return {"latents": torch.zeros_like(tensors["latents"])}
@@ -205,40 +237,40 @@ def test_callbacks_read_and_change_latents_and_guidance(case):
 
 
 def test_a_batch_equals_single_calls(case):
-    pipe, extra, _embeddings, _decode, pixels = case
+    pipe, extra = case.pipe, case.extra
     seeds = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    batch = pixels(_call(pipe, extra, generator=seeds))
+    batch = case.pixels(_call(pipe, extra, generator=seeds))
     for index, (prompt, seed) in enumerate(zip(["an ice cream", "a cloud"], (1, 2),
                                                strict=True)):
-        single = pixels(_call(pipe, extra, prompt=prompt,
+        single = case.pixels(_call(pipe, extra, prompt=prompt,
                               generator=torch.Generator().manual_seed(seed)))
         # (within one 8-bit step: layered pipelines composite 8-bit layers)
         np.testing.assert_allclose(batch[index], single[0], atol=1 / 255 + 1e-6)
-    repeated = pixels(_call(pipe, extra, num_images_per_prompt=2))
+    repeated = case.pixels(_call(pipe, extra, num_images_per_prompt=2))
     assert repeated.shape[0] == 4
 
 
 def test_attention_slicing_leaves_the_output_alone(case):
-    pipe, extra, _embeddings, _decode, pixels = case
-    before = pixels(_call(pipe, extra))
+    pipe, extra = case.pipe, case.extra
+    before = case.pixels(_call(pipe, extra))
     pipe.enable_attention_slicing()
     try:
-        np.testing.assert_allclose(pixels(_call(pipe, extra)), before, atol=1e-5)
+        np.testing.assert_allclose(case.pixels(_call(pipe, extra)), before, atol=1e-5)
     finally:
         pipe.disable_attention_slicing()
 
 
 def test_save_and_load_give_the_same_pictures(case, tmp_path):
-    pipe, extra, _embeddings, _decode, pixels = case
+    pipe, extra = case.pipe, case.extra
     pipe.save_pretrained(tmp_path)
     again = type(pipe).from_pretrained(tmp_path, local_files_only=True)
     again.set_progress_bar_config(disable=True)
-    np.testing.assert_allclose(pixels(_call(again, extra)), pixels(_call(pipe, extra)),
+    np.testing.assert_allclose(case.pixels(_call(again, extra)), case.pixels(_call(pipe, extra)),
                                atol=1e-5)
 
 
 def test_the_tuple_form_carries_everything_the_output_does(case):
-    pipe, extra, _embeddings, _decode, _pixels = case
+    pipe, extra = case.pipe, case.extra
     output = _call(pipe, extra)
     as_tuple = _call(pipe, extra, return_dict=False)
     assert len(as_tuple) == len(vars(output))

@@ -65,8 +65,16 @@ def test_img2img_returns_rgba_at_a_size_the_unet_takes(pipe):
     assert np.array_equal(np.asarray(out.images[0]), np.asarray(run().images[0]))
     with pytest.raises(ValueError, match="strength"):
         pipe("x", image=_layer(), strength=0)
-    with pytest.raises(ValueError, match="num_images_per_prompt"):
-        pipe("x", image=_layer(), num_images_per_prompt=2)
+
+    # batches as in diffusers: one image per prompt, several images per prompt
+    two = pipe(["a blue square", "a red square"], image=[_layer(), _layer()[::-1]],
+               strength=0.5, num_inference_steps=2, output_type="np",
+               generator=torch.Generator().manual_seed(0), num_images_per_prompt=2)
+    assert two.images.shape == (4, 64, 64, 4) and len(two.layers) == 4
+    with pytest.raises(ValueError, match="3 images for 2 prompts"):
+        pipe(["a", "b"], image=[_layer()] * 3, num_inference_steps=2)
+    with pytest.raises(ValueError, match="one size"):
+        pipe(["a", "b"], image=[_layer(), _layer(40)], num_inference_steps=2)
 
 
 def test_inpainting_keeps_the_unmasked_part_and_its_alpha(pipe):

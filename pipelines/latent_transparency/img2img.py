@@ -14,6 +14,7 @@ input's latent noised to the next step's level (the blended-latent inpainting di
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,7 +27,7 @@ from layerstudio.imaging import as_rgba_array, to_uint8
 
 from .codec import encode_rgba, rgba_tensors
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
-from .pipeline import _TransparentDecodeMixin
+from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin
 
 __all__ = ["LatentTransparencyImg2ImgPipeline"]
 
@@ -84,50 +85,91 @@ class LatentTransparencyImg2ImgPipeline(_TransparentDecodeMixin, StableDiffusion
             grey = np.asarray(PIL.Image.fromarray(grey).resize(size, PIL.Image.BILINEAR))
         return rgba, grey.clip(0, 1)[..., None]
 
-    def __call__(self, prompt: str | list[str] | None = None, *, image: Any,
-                 mask: Any = None, strength: float = 0.6, augment: bool = False,
-                 output_type: str = "pil", return_dict: bool = True, **kwargs: Any):
-        """``image``: the RGBA layer (PIL or array; resized to ``height`` x ``width`` when
-        given, else to the nearest size the U-Net takes); ``mask``: greyscale, white =
-        repaint; ``strength`` in (0, 1]: how much noise, i.e. how far from the input. Other
-        arguments as ``StableDiffusionImg2ImgPipeline.__call__``."""
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+    def __call__(self, prompt: str | list[str] | None = None, image: Any = None,
+                 strength: float = 0.6, num_inference_steps: int = 50,
+                 timesteps: list[int] | None = None, sigmas: list[float] | None = None,
+                 guidance_scale: float = 7.5, negative_prompt: str | list[str] | None = None,
+                 num_images_per_prompt: int | None = 1, eta: float = 0.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 ip_adapter_image: Any = None,
+                 ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
+                 cross_attention_kwargs: dict[str, Any] | None = None,
+                 clip_skip: int | None = None, callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 mask: Any = None, height: int | None = None, width: int | None = None,
+                 augment: bool = False) -> TransparentPipelineOutput | tuple:
+        """``StableDiffusionImg2ImgPipeline.__call__``'s arguments in its order, then ours.
+        ``image``: the RGBA layer (PIL or array), or a list of them, one per prompt (resized
+        to ``height`` x ``width`` when given, else to the nearest size the U-Net takes);
+        ``mask``: greyscale, white = repaint (one, or one per image); ``strength`` in (0, 1]:
+        how much noise, i.e. how far from the input. ``output_type="latent"`` gives the
+        latents for :meth:`decode_latents_rgba` (without the final unmasked-pixel mix)."""
+        if output_type not in ("pil", "np", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
+                             f"{output_type!r}")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
-        for name in ("output_type", "return_dict", "num_images_per_prompt"):
-            if name in kwargs:
-                raise ValueError(f"{name} is not supported here (pass a list of prompts)")
-        given, soft = self._input(image, mask, kwargs.pop("height", None),
-                                  kwargs.pop("width", None))
-        count = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        if image is None:
+            raise ValueError("image is required: the RGBA layer to change")
+        kwargs = _forwarded(locals(), own=("image", "mask", "height", "width"))
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
+        if len(masks) != len(images):
+            raise ValueError(f"{len(masks)} masks for {len(images)} images")
+        inputs = [self._input(one, soft, height, width) for one, soft in zip(images, masks,
+                                                                            strict=True)]
+        if len({given.shape for given, _ in inputs}) > 1:
+            raise ValueError("the images of one call must have one size: give height and "
+                             "width to resize them")
+        if prompt is None and prompt_embeds is not None:
+            prompts = prompt_embeds.shape[0]
+        else:
+            prompts = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        if len(images) not in (1, prompts):
+            raise ValueError(f"{len(images)} images for {prompts} prompts: give one, or one "
+                             "per prompt")
+        if len(images) == 1:
+            inputs = inputs * prompts
+        per = num_images_per_prompt or 1
         with torch.no_grad():
-            rgba, padded = (t.to(self._execution_device) for t in rgba_tensors([given]))
+            rgba, padded = (t.to(self._execution_device)
+                            for t in rgba_tensors([given for given, _ in inputs]))
             latent = encode_rgba(self.vae, self.transparent_encoder, rgba, padded)
-        latent = (latent * self.vae.config.scaling_factor).repeat(count, 1, 1, 1)
-        if soft is not None:
+        latent = (latent * self.vae.config.scaling_factor).repeat_interleave(per, dim=0)
+        given = [one for one, _ in inputs for _ in range(per)]
+        soft = [one for _, one in inputs for _ in range(per)]
+        if any(one is not None for one in soft):
             kwargs["callback_on_step_end"] = self._blender(
-                latent, soft, kwargs.get("generator"), kwargs.get("callback_on_step_end"))
-            inputs = list(kwargs.get("callback_on_step_end_tensor_inputs") or ["latents"])
-            kwargs["callback_on_step_end_tensor_inputs"] = sorted({*inputs, "latents"})
+                latent, soft, generator, callback_on_step_end)
+            wanted = list(callback_on_step_end_tensor_inputs or ["latents"])
+            kwargs["callback_on_step_end_tensor_inputs"] = sorted({*wanted, "latents"})
         latents = StableDiffusionImg2ImgPipeline.__call__(
-            self, prompt=prompt, image=latent, strength=strength, output_type="latent",
-            **kwargs).images
+            self, prompt=prompt, image=latent, output_type="latent", **kwargs).images
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            result = TransparentPipelineOutput(images=latents, layers=[])
+            return result if return_dict else (result.images, result.layers)
         array = self._decoded(latents, augment)
-        if soft is not None:
-            array = np.stack([_mix(made, given.astype(np.float32) / 255, soft)
-                              for made in array])
-        extra = {"strength": strength, "inpainted": soft is not None,
-                 **{key: kwargs[key] for key in ("num_inference_steps", "guidance_scale")
-                    if key in kwargs}}
+        array = np.stack([made if mix is None else
+                          _mix(made, original.astype(np.float32) / 255, mix)
+                          for made, original, mix in zip(array, given, soft, strict=True)])
+        extra = {"strength": strength, "inpainted": any(one is not None for one in soft),
+                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
         result = self._packaged(array, prompt, output_type, extra)
         self.maybe_free_model_hooks()
         return result if return_dict else (result.images, result.layers)
 
-    def _blender(self, known: torch.Tensor, soft: np.ndarray, generator, user_callback):
-        """The step-end callback that keeps the unmasked latents on the input's path."""
+    def _blender(self, known: torch.Tensor, soft: list[np.ndarray | None], generator,
+                 user_callback):
+        """The step-end callback that keeps the unmasked latents on the input's path (one
+        mask per image; None repaints the whole image)."""
         size = known.shape[-2:]
-        mask = torch.from_numpy(np.ascontiguousarray(soft[..., 0]))[None, None]
+        full = np.ones(next(m for m in soft if m is not None).shape[:2], np.float32)
+        mask = torch.from_numpy(np.stack([full if m is None else m[..., 0] for m in soft]))
+        mask = mask[:, None]
         mask = torch.nn.functional.interpolate(mask, size=size, mode="area").to(known)
         noise = randn_tensor(known.shape, generator=generator, device=known.device,
                              dtype=known.dtype)
