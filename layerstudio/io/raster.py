@@ -45,7 +45,7 @@ def read_file_bytes(path: str | Path, what: str | None = None, limit: int | None
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with open(descriptor, "rb", buffering=0) as handle:
+        with open(descriptor, "rb") as handle:  # buffered: read(n) loops until n or EOF
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise InvalidInputError(f"{what} is not a regular file")
