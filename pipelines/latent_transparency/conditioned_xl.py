@@ -21,6 +21,7 @@ unpatched base U-Net there instead; this pipeline does not keep a third U-Net.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +37,7 @@ from .conditioned import (
     initial_noise,
 )
 from .models import TransparentVAEDecoder
+from .pipeline import _forwarded
 
 __all__ = ["ConditionedTransparencyXLPipeline", "on_grey"]
 
@@ -114,29 +116,64 @@ class ConditionedTransparencyXLPipeline(_ConditionedOutputsMixin, StableDiffusio
             handle.remove()
             object.__setattr__(self, "unet", own)
 
-    def __call__(self, prompt: str | list[str] | None = None, *, condition: Any,
-                 blend: Any = None, stop_at: float = 1.0, augment: bool = False,
-                 output_type: str = "pil", return_dict: bool = True, **kwargs: Any):
-        """Everything ``StableDiffusionXLPipeline.__call__`` takes (callbacks and progress bars
-        run once per stage), plus ``condition`` (the given background for ``bg2fg``, the RGBA
+    def __call__(self, prompt: str | list[str] | None = None,
+                 prompt_2: str | list[str] | None = None, height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 50,
+                 timesteps: list[int] | None = None, sigmas: list[float] | None = None,
+                 denoising_end: float | None = None, guidance_scale: float = 5.0,
+                 negative_prompt: str | list[str] | None = None,
+                 negative_prompt_2: str | list[str] | None = None,
+                 num_images_per_prompt: int | None = 1, eta: float = 0.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 pooled_prompt_embeds: torch.Tensor | None = None,
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None,
+                 ip_adapter_image: Any = None,
+                 ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+                 output_type: str = "pil", return_dict: bool = True,
+                 cross_attention_kwargs: dict[str, Any] | None = None,
+                 guidance_rescale: float = 0.0,
+                 original_size: tuple[int, int] | None = None,
+                 crops_coords_top_left: tuple[int, int] = (0, 0),
+                 target_size: tuple[int, int] | None = None,
+                 negative_original_size: tuple[int, int] | None = None,
+                 negative_crops_coords_top_left: tuple[int, int] = (0, 0),
+                 negative_target_size: tuple[int, int] | None = None,
+                 clip_skip: int | None = None, callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 condition: Any = None, blend: Any = None, stop_at: float = 1.0,
+                 augment: bool = False):
+        """``StableDiffusionXLPipeline.__call__``'s arguments in its order (callbacks and
+        progress bars run once per stage; ``latents`` cannot be given, each stage draws its
+        own noise), plus ``condition`` (required: the given background for ``bg2fg``, the RGBA
         foreground for ``fg2bg``; resized to the output size), ``blend`` (a finished picture:
-        skips the blend stage), ``stop_at`` in [0, 1] and ``augment``."""
+        skips the blend stage), ``stop_at`` in [0, 1] and ``augment``.
+        ``output_type="latent"`` gives the generated layer's latents for
+        :meth:`decode_latents_rgba`."""
+        if condition is None:
+            raise ValueError("condition is required: the background (bg2fg) or the RGBA "
+                             "foreground (fg2bg) to generate around")
         if not 0.0 <= stop_at <= 1.0:
             raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
-        if kwargs.get("latents") is not None:
+        if output_type not in ("pil", "np", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
+                             f"{output_type!r}")
+        if latents is not None:
             raise ValueError("latents cannot be given: each stage draws its own noise")
-        for name in ("latents", "return_dict"):
-            kwargs.pop(name, None)
-        height = kwargs.pop("height", None) or self.default_sample_size * self.vae_scale_factor
-        width = kwargs.pop("width", None) or self.default_sample_size * self.vae_scale_factor
+        kwargs = _forwarded(locals(), own=("condition", "blend", "stop_at", "latents"))
+        height = height or self.default_sample_size * self.vae_scale_factor
+        width = width or self.default_sample_size * self.vae_scale_factor
         kwargs.update(height=height, width=width)
         bg2fg = self.config.mode == "bg2fg"
         given = fit_condition(condition, (width, height))
         given_latent = self.encode_picture(given, foreground=not bg2fg)
-        count = (1 if prompt is None or isinstance(prompt, str) else len(prompt)) * \
-            kwargs.get("num_images_per_prompt", 1)
+        if prompt is None and prompt_embeds is not None:
+            prompts = prompt_embeds.shape[0]
+        else:
+            prompts = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        count = prompts * (num_images_per_prompt or 1)
         given_latent = given_latent.repeat(count, 1, 1, 1)
         if blend is None:
             blend_latents = self._stage(self.unet, given_latent, prompt, stop_at, kwargs)
@@ -146,7 +183,7 @@ class ConditionedTransparencyXLPipeline(_ConditionedOutputsMixin, StableDiffusio
         latents = self._stage(self.layer_unet, torch.cat([given_latent, blend_latents], dim=1),
                               prompt, stop_at, kwargs)
         extra = {"stop_at": stop_at, "blend_given": blend is not None,
-                 "num_inference_steps": kwargs.get("num_inference_steps", 50)}
+                 "num_inference_steps": num_inference_steps}
         result = self._layered_outputs(latents, given, prompt, output_type, augment, extra,
                                        blends=blend_latents)
         self.maybe_free_model_hooks()
