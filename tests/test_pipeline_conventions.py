@@ -73,6 +73,19 @@ def _text_parts(tokenizer) -> dict[str, Any]:
             "scheduler": FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)}
 
 
+def _sd_parts(tokenizer, **unet_overrides: Any) -> dict[str, Any]:
+    """The SD 1.5-shaped parts every transparent SD pipeline shares, plus both transparent
+    codecs."""
+    from diffusers import DDIMScheduler
+
+    return {"vae": tiny_vae(), "tokenizer": tokenizer,
+            "text_encoder": tiny_text_encoder(len(tokenizer.get_vocab()),
+                                              tokenizer.bos_token_id, tokenizer.eos_token_id),
+            "unet": tiny_unet(**unet_overrides), "scheduler": DDIMScheduler(clip_sample=False),
+            "transparent_decoder": tiny_transparent_decoder(),
+            "transparent_encoder": tiny_transparent_encoder()}
+
+
 def _flux_embeddings(pipe) -> dict[str, torch.Tensor]:
     embeds, pooled = pipe.encode_prompt(["an ice cream", "a cloud"])
     negative, negative_pooled = pipe.encode_prompt(["", ""])
@@ -114,14 +127,7 @@ def _art(tokenizer):
 
 
 def _sd_rgba(tokenizer):
-    from diffusers import DDIMScheduler
-
-    pipe = LatentTransparencyPipeline(
-        vae=tiny_vae(), tokenizer=tokenizer,
-        text_encoder=tiny_text_encoder(len(tokenizer.get_vocab()), tokenizer.bos_token_id,
-                                       tokenizer.eos_token_id),
-        unet=tiny_unet(), scheduler=DDIMScheduler(clip_sample=False),
-        transparent_decoder=tiny_transparent_decoder())
+    pipe = LatentTransparencyPipeline(**_sd_parts(tokenizer))
     return Case(pipe, {"height": 64, "width": 64}, _sd_embeddings, pipe.decode_latents_rgba)
 
 
@@ -133,15 +139,8 @@ def _sdxl_rgba(tokenizer):
 
 def _conditioned(mode: str):
     def build(tokenizer):
-        from diffusers import DDIMScheduler
-
-        pipe = ConditionedTransparencyPipeline(
-            vae=tiny_vae(), tokenizer=tokenizer,
-            text_encoder=tiny_text_encoder(len(tokenizer.get_vocab()), tokenizer.bos_token_id,
-                                           tokenizer.eos_token_id),
-            unet=tiny_unet(in_channels=8), scheduler=DDIMScheduler(clip_sample=False),
-            transparent_decoder=tiny_transparent_decoder(),
-            transparent_encoder=tiny_transparent_encoder(), mode=mode)
+        pipe = ConditionedTransparencyPipeline(**_sd_parts(tokenizer, in_channels=8),
+                                               mode=mode)
         given = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
         return Case(pipe, {"height": 64, "width": 64, "condition": given}, _sd_embeddings,
                     pipe.decode_latents_rgba)
@@ -160,15 +159,7 @@ def _conditioned_xl(tokenizer):
 
 
 def _img2img(tokenizer):
-    from diffusers import DDIMScheduler
-
-    pipe = LatentTransparencyImg2ImgPipeline(
-        vae=tiny_vae(), tokenizer=tokenizer,
-        text_encoder=tiny_text_encoder(len(tokenizer.get_vocab()), tokenizer.bos_token_id,
-                                       tokenizer.eos_token_id),
-        unet=tiny_unet(), scheduler=DDIMScheduler(clip_sample=False),
-        transparent_decoder=tiny_transparent_decoder(),
-        transparent_encoder=tiny_transparent_encoder())
+    pipe = LatentTransparencyImg2ImgPipeline(**_sd_parts(tokenizer))
     layer = np.zeros((64, 64, 4), np.uint8)
     layer[16:48, 16:48] = (40, 80, 200, 255)
     # strength 1: both steps run, as in the other cases; diffusers' img2img takes no latents

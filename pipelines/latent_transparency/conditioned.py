@@ -35,7 +35,7 @@ from .codec import (
     rgba_tensors,
 )
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
-from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin
+from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin, prompt_count
 
 __all__ = ["MODES", "ConditionedTransparencyPipeline", "condition_hook", "fit_condition",
            "initial_noise"]
@@ -213,10 +213,7 @@ class ConditionedTransparencyPipeline(_ConditionedOutputsMixin, StableDiffusionP
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         given = fit_condition(condition, (width, height))
         latent = self.encode_condition(given)
-        if prompt is None and prompt_embeds is not None:
-            prompts = prompt_embeds.shape[0]
-        else:
-            prompts = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        prompts = prompt_count(prompt, prompt_embeds)
         count = prompts * (num_images_per_prompt or 1)
         if latents is None:
             kwargs["latents"] = initial_noise(self, count, height, width, generator)

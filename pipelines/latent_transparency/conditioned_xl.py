@@ -37,7 +37,7 @@ from .conditioned import (
     initial_noise,
 )
 from .models import TransparentVAEDecoder
-from .pipeline import _forwarded
+from .pipeline import _forwarded, prompt_count
 
 __all__ = ["ConditionedTransparencyXLPipeline", "on_grey"]
 
@@ -169,10 +169,7 @@ class ConditionedTransparencyXLPipeline(_ConditionedOutputsMixin, StableDiffusio
         bg2fg = self.config.mode == "bg2fg"
         given = fit_condition(condition, (width, height))
         given_latent = self.encode_picture(given, foreground=not bg2fg)
-        if prompt is None and prompt_embeds is not None:
-            prompts = prompt_embeds.shape[0]
-        else:
-            prompts = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        prompts = prompt_count(prompt, prompt_embeds)
         count = prompts * (num_images_per_prompt or 1)
         given_latent = given_latent.repeat(count, 1, 1, 1)
         if blend is None:

@@ -27,7 +27,7 @@ from layerstudio.imaging import as_rgba_array, to_uint8
 
 from .codec import encode_rgba, rgba_tensors
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
-from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin
+from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin, prompt_count
 
 __all__ = ["LatentTransparencyImg2ImgPipeline"]
 
@@ -124,10 +124,7 @@ class LatentTransparencyImg2ImgPipeline(_TransparentDecodeMixin, StableDiffusion
         if len({given.shape for given, _ in inputs}) > 1:
             raise ValueError("the images of one call must have one size: give height and "
                              "width to resize them")
-        if prompt is None and prompt_embeds is not None:
-            prompts = prompt_embeds.shape[0]
-        else:
-            prompts = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        prompts = prompt_count(prompt, prompt_embeds)
         if len(images) not in (1, prompts):
             raise ValueError(f"{len(images)} images for {prompts} prompts: give one, or one "
                              "per prompt")

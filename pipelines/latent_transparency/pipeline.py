@@ -50,6 +50,13 @@ def rgba_to_stack(rgba: np.ndarray, name: str, provenance: dict[str, Any]) -> La
     return LayerStack(width, height, [layer], metadata=dict(provenance))
 
 
+def prompt_count(prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None) -> int:
+    """How many prompts a call has: its list, its embeddings' batch, or one."""
+    if prompt is None and prompt_embeds is not None:
+        return prompt_embeds.shape[0]
+    return 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+
+
 def _forwarded(arguments: dict[str, Any], own: tuple[str, ...] = ()) -> dict[str, Any]:
     """A ``__call__``'s own arguments (its ``locals()``) as keywords for the diffusers parent:
     all but ``self``, the ones every transparent pipeline handles itself and ``own``."""
