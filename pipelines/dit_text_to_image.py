@@ -30,6 +30,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .flow_matching import image_ids, pack_latents, schedule_shift, unpack_latents
+from .output_types import check_output_type, pictures_as
 
 __all__ = ["DiTPipelineOutput", "DiTTextToImagePipeline"]
 
@@ -164,14 +165,7 @@ class DiTTextToImagePipeline(DiffusionPipeline):
         latents = latents / self.vae.config.scaling_factor + shift
         images = self.vae.decode(latents.to(self.vae.dtype)).sample
         images = (images.float() / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return images
-        array = images.permute(0, 2, 3, 1).cpu().numpy()
-        if output_type == "np":
-            return array
-        if output_type != "pil":
-            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
-        return [PIL.Image.fromarray(np.rint(a * 255).astype(np.uint8)) for a in array]
+        return pictures_as(images.permute(0, 2, 3, 1).cpu().numpy(), output_type)
 
     # --- sampling -----------------------------------------------------------------------
 
@@ -226,6 +220,7 @@ class DiTTextToImagePipeline(DiffusionPipeline):
         """Generate images (FluxPipeline's arguments, in its order). ``callback_on_step_end(
         pipe, step, timestep, tensors)`` may return replacements for the tensors named in
         ``callback_on_step_end_tensor_inputs`` and may change ``pipe._guidance_scale``."""
+        check_output_type(output_type)
         rows, cols = self._latent_grid(height, width)
         self._guidance_scale = guidance_scale
         prompts, prompt_embeds, text, text_pooled = self.guided_text(

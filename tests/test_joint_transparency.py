@@ -221,3 +221,32 @@ def test_joint_pipeline_makes_a_layered_picture(joint_pipe, tmp_path):
     assert np.abs(np.asarray(reloaded.images[4], int) - np.asarray(out.images[4], int)).max() <= 1
     with pytest.raises(ValueError, match="prompt has 2 entries, expected 1 or 3"):
         joint_pipe(["a", "b"], foreground_prompt=["x", "y", "z"], num_inference_steps=1)
+
+
+def test_sharing_survives_processor_resets_and_a_detached_unet_is_refused(joint_pipe):
+    before = _run(joint_pipe, output_type="np").images
+    joint_pipe.unet.set_default_attn_processor()  # what diffusers users call before xFormers
+    np.testing.assert_allclose(_run(joint_pipe, output_type="np").images, before, atol=1e-5)
+    AttentionSharingAdapter.detach(joint_pipe.unet)
+    try:
+        with pytest.raises(ValueError, match="attention sharing"):
+            _run(joint_pipe)
+    finally:
+        joint_pipe.attention_sharing.attach(joint_pipe.unet)
+    assert joint_pipe.attention_sharing.is_attached(joint_pipe.unet)
+
+
+def test_one_generator_per_picture(joint_pipe):
+    seeds = [torch.Generator().manual_seed(s) for s in (3, 4, 5, 6)]
+    four = joint_pipe(["a beach", "grass"], num_images_per_prompt=2, num_inference_steps=2,
+                      height=64, width=64, generator=seeds, output_type="np")
+    assert four.images.shape == (12, 64, 64, 4) and len(four.layers) == 4
+    assert [stack.metadata["prompt"] for stack in four.layers] == [
+        "a beach", "a beach", "grass", "grass"]
+    third = joint_pipe("grass", num_inference_steps=2, height=64, width=64,
+                       generator=torch.Generator().manual_seed(5), output_type="np")
+    np.testing.assert_allclose(four.images[6:9], third.images, atol=1e-5)
+    with pytest.raises(ValueError, match="one per picture"):
+        joint_pipe(["a", "b"], num_inference_steps=1, generator=seeds[:3])
+    with pytest.raises(ValueError, match="3 rows per picture"):
+        joint_pipe(prompt_embeds=torch.zeros(4, 77, 128), num_inference_steps=1)

@@ -181,7 +181,7 @@ def test_sd_pipeline_options(sd_pipe):
     assert len(images) == len(stacks) == 2 and steps == [0, 1, 2]
     assert stacks[1].layers[0].provenance["prompt"] == "a rocket"
     with pytest.raises(ValueError, match="output_type"):
-        _generate(sd_pipe, output_type="pt")
+        _generate(sd_pipe, output_type="tensor")
 
 
 def test_sdxl_shaped_pipeline_runs_end_to_end(tokenizer):

@@ -2,15 +2,16 @@
 
 Each entry of PIPELINES builds a tiny random pipeline, the keyword arguments one call needs,
 how its prompt embeddings are passed and how its latents are decoded; every test runs over all
-of them, so a pipeline added there is checked automatically. So far: the flow-matching DiT and
-ART pipelines, the SD 1.5- and SDXL-shaped text-to-RGBA pipelines and the SD 1.5 conditioned
-(bg2fg, fg2bg) pipeline and its two-stage SDXL form, and the img2img/inpaint pipeline; the
-joint pipeline follows as issue 16 proceeds.
+of them, and a pipeline class in ``layerstudio.pipelines`` without an entry fails
+:func:`test_every_pipeline_is_checked`, so a new method cannot skip these checks.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
 from layerstudio.pipelines.anonymous_region import (
     AnonymousRegionPipeline,
@@ -29,10 +30,12 @@ from layerstudio.pipelines.dit_text_to_image import DiTTextToImagePipeline
 from layerstudio.pipelines.latent_transparency import (
     ConditionedTransparencyPipeline,
     ConditionedTransparencyXLPipeline,
+    JointTransparencyPipeline,
     LatentTransparencyImg2ImgPipeline,
     LatentTransparencyPipeline,
     LatentTransparencyXLPipeline,
 )
+from layerstudio.pipelines.latent_transparency.attention_sharing import AttentionSharingAdapter
 from layerstudio.tiny_models import (
     tiny_flux,
     tiny_sdxl_components,
@@ -167,7 +170,33 @@ def _img2img(tokenizer):
                 pipe.decode_latents_rgba, not_in_parent=("latents",))
 
 
+def _frames(array: np.ndarray) -> np.ndarray:
+    """The joint pipeline's rows (three frames per picture) grouped by picture."""
+    return array.reshape(-1, 3, *array.shape[1:])
+
+
+def _joint(tokenizer):
+    unet = tiny_unet()
+    adapter = AttentionSharingAdapter.for_unet(unet, rank=4)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # a fresh adapter is the identity: make the frames interact
+        for parameter in adapter.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    pipe = JointTransparencyPipeline(**{**_sd_parts(tokenizer), "unet": unet},
+                                     attention_sharing=adapter)
+
+    def embeddings(pipe) -> dict[str, torch.Tensor]:
+        frames = pipe.frame_prompts(["an ice cream", "a cloud"])
+        embeds, negative = pipe.encode_prompt(frames, pipe.device, 1, True)
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+
+    return Case(pipe, {"height": 64, "width": 64}, embeddings,
+                lambda latents: _frames(pipe.decode_latents_rgba(latents)),
+                lambda output: _frames(np.asarray(output.images)))
+
+
 PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
+                                  "joint": _joint,
                                   "dit": _dit, "anonymous-region": _art,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
@@ -280,3 +309,45 @@ def test_the_tuple_form_carries_everything_the_output_does(case):
     as_tuple = _call(pipe, extra, return_dict=False)
     assert len(as_tuple) == len(vars(output))
     np.testing.assert_allclose(np.asarray(as_tuple[0]), np.asarray(output.images), atol=1e-6)
+
+
+def test_every_output_type_shows_the_same_pictures(case):
+    pipe, extra = case.pipe, case.extra
+    array = np.asarray(_call(pipe, extra).images)
+    tensor = _call(pipe, extra, output_type="pt").images
+    assert isinstance(tensor, torch.Tensor) and tensor.shape[1] == array.shape[-1]
+    np.testing.assert_allclose(tensor.permute(0, 2, 3, 1).numpy(), array, atol=1e-6)
+    pictures = _call(pipe, extra, output_type="pil").images
+    eight_bit = np.stack([np.asarray(picture) for picture in pictures]) / 255
+    np.testing.assert_allclose(eight_bit, array, atol=0.5 / 255 + 1e-6)
+    with pytest.raises(ValueError, match="output_type"):
+        _call(pipe, extra, output_type="numpy")
+
+
+def test_the_pipeline_runs_in_another_dtype(case):
+    pipe = copy.deepcopy(case.pipe)  # the float32 one stays as the other tests expect it
+    pipe.to(torch.bfloat16)
+    modules = {name: part.dtype for name, part in pipe.components.items()
+               if isinstance(part, torch.nn.Module)}
+    assert set(modules.values()) == {torch.bfloat16}, modules
+    pixels = case.pixels(_call(pipe, case.extra))
+    assert pixels.dtype in (np.float32, np.float64) and np.isfinite(pixels).all()
+
+
+def _pipeline_classes() -> set[type]:
+    """Every DiffusionPipeline subclass defined in ``layerstudio.pipelines``."""
+    import layerstudio.pipelines as package
+
+    found = set()
+    for module_info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(module_info.name)
+        found |= {value for value in vars(module).values()
+                  if isinstance(value, type) and issubclass(value, DiffusionPipeline)
+                  and value.__module__ == module.__name__}
+    return found
+
+
+def test_every_pipeline_is_checked(tokenizer):
+    checked = {type(build(tokenizer).pipe) for build in PIPELINES.values()}
+    missing = sorted(cls.__qualname__ for cls in _pipeline_classes() - checked)
+    assert missing == [], f"add a Case to PIPELINES for {missing}"

@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from layerstudio.document import Layer, LayerStack
 
 from ..dit_text_to_image import DiTTextToImagePipeline
+from ..output_types import check_output_type, pictures_as
 from .decoder import MultiLayerTransparentDecoder
 from .layout import Box, snap_boxes, token_box_pixels
 from .regions import TokenBox, box_mask, token_count
@@ -37,11 +38,12 @@ __all__ = ["AnonymousRegionPipeline", "AnonymousRegionPipelineOutput"]
 @dataclass
 class AnonymousRegionPipelineOutput(BaseOutput):
     """``layers``: one :class:`LayerStack` per image (background, one layer per box, the
-    model's merged image as a hidden reference); ``images``: their composites (PIL RGBA, or a
-    (B, H, W, 4) float array for ``output_type="np"``); ``rgba``: every layer's RGBA, (B, L, H,
-    W, 4) float in [0, 1], in the model's order (merged, background, regions)."""
+    model's merged image as a hidden reference); ``images``: their composites (PIL RGBA, a
+    (B, H, W, 4) float array for ``output_type="np"``, (B, 4, H, W) for "pt"); ``rgba``:
+    every layer's RGBA, (B, L, H, W, 4) float in [0, 1], in the model's order (merged,
+    background, regions)."""
 
-    images: list[PIL.Image.Image] | np.ndarray
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     layers: list[LayerStack]
     rgba: np.ndarray
 
@@ -97,10 +99,9 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
         """Generate. ``boxes``: ``(x, y, w, h)`` pixels per region, bottom to top (any number
         up to the model's ``max_layers`` - 2); ``guidance_scale`` > 1 is true CFG (a step-end
         callback may change ``pipe._guidance_scale``); ``full_attention`` runs every layer over
-        the whole canvas (slow; for comparison); ``output_type`` "pil", "np" or "latent" (then
+        the whole canvas (slow; for comparison); ``output_type`` "pil", "np", "pt" or "latent" (then
         ``images`` and ``rgba`` hold the (B, L, C, h, w) latents, for ``decode_layers``)."""
-        if output_type not in ("pil", "np", "latent"):
-            raise ValueError(f"output_type must be pil, np or latent, got {output_type!r}")
+        check_output_type(output_type)
         if boxes is None:
             raise ValueError("boxes are required: (x, y, w, h) pixels per region")
         layout = self.layout(boxes, width, height, max_tokens)
@@ -186,6 +187,6 @@ class AnonymousRegionPipeline(DiTTextToImagePipeline):
             stack.add(Layer("merged (as generated)", layers[0], kind="reference",
                             visible=False, provenance=info))
             stacks.append(stack)
-        images = np.stack([stack.composite_array() for stack in stacks]) \
-            if output_type == "np" else [stack.composite() for stack in stacks]
+        images = pictures_as(np.stack([stack.composite_array() for stack in stacks]),
+                             output_type)
         return AnonymousRegionPipelineOutput(images=images, layers=stacks, rgba=array)

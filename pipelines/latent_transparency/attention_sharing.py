@@ -12,6 +12,12 @@ replaced by a unit that
    position, as in video models), then projects out;
 3. returns attention + cross-frame term, so the transformer block's residual adds both.
 
+The unit takes the attention module's place in the forward pass itself (the module's
+``forward`` is routed to it), not through an attention processor: diffusers replaces processors
+freely (``enable_attention_slicing``, ``set_default_attn_processor``, xFormers), which would
+silently switch sharing off. Processor changes stay possible and harmless: the routed module
+never calls its processor.
+
 At initialisation here the ``up`` matrices and the output projection are zero, so a fresh
 adapter leaves the base U-Net unchanged (the released ones are trained). Parameter names follow
 the released files (``hookers.layers.N.to_q_lora.F.down.weight``, ``temporal_q``, ...), so
@@ -117,16 +123,17 @@ class SharedAttentionUnit(nn.Module):
         return attention + x
 
 
-class _SharedAttentionProcessor:
-    """A diffusers attention processor that hands the call to a unit. A plain object, not a
-    module, so the unit's weights stay in the adapter and out of the U-Net's state dict."""
+class _SharedForward:
+    """What an attention module's ``forward`` becomes: its unit, called with the module. A
+    plain object, not a module, so the unit's weights stay in the adapter and out of the
+    U-Net's state dict. (The same instance-level ``forward`` wrapping accelerate's hooks use.)"""
 
-    def __init__(self, unit: SharedAttentionUnit) -> None:
-        self.unit = unit
+    def __init__(self, unit: SharedAttentionUnit, attn) -> None:
+        self.unit, self.attn = unit, attn
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, **kwargs):
-        return self.unit(attn, hidden_states, encoder_hidden_states)
+    def __call__(self, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 **cross_attention_kwargs):
+        return self.unit(self.attn, hidden_states, encoder_hidden_states)
 
 
 _ORDER = {"down_blocks": 0, "up_blocks": 1, "mid_block": 2}
@@ -177,14 +184,22 @@ class AttentionSharingAdapter(ModelMixin, ConfigMixin):
             if found != list(shape):
                 raise ValueError(f"{name}: the adapter was made for (query, context, inner, "
                                  f"heads) = {tuple(shape)}, the U-Net has {tuple(found)}")
-            attn.set_processor(_SharedAttentionProcessor(unit))
+            attn.forward = _SharedForward(unit, attn)
+
+    def is_attached(self, unet) -> bool:
+        """Whether every attention module of ``unet`` runs through this adapter's unit."""
+        names = sharing_targets(unet)
+        if len(names) != len(self.layers):
+            return False
+        routes = [unet.get_submodule(name).__dict__.get("forward") for name in names]
+        return all(isinstance(route, _SharedForward) and route.unit is unit
+                   for route, unit in zip(routes, self.layers, strict=True))
 
     @staticmethod
     def detach(unet) -> None:
         """Give the U-Net back its ordinary attention."""
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
-        unet.set_attn_processor(AttnProcessor2_0())
+        for name in sharing_targets(unet):
+            unet.get_submodule(name).__dict__.pop("forward", None)
 
 
 def load_released_attention_sharing(adapter: AttentionSharingAdapter,

@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import as_rgba_array, to_uint8
 
+from ..output_types import check_output_type, pictures_as
 from .codec import (
     decode_opaque,
     decode_rgba,
@@ -100,9 +101,6 @@ class _ConditionedOutputsMixin(_TransparentDecodeMixin):
         """``bg2fg`` decodes a transparent foreground, ``fg2bg`` an opaque background; the
         stack is background, foreground and, when the model made one (``blends``: scaled
         latents), the blend as a hidden reference layer."""
-        if output_type not in ("pil", "np", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
-                             f"{output_type!r}")
         if output_type == "latent":
             return TransparentPipelineOutput(images=latents, layers=[])
         bg2fg = self.config.mode == "bg2fg"
@@ -129,9 +127,7 @@ class _ConditionedOutputsMixin(_TransparentDecodeMixin):
                 layers.append(Layer("blend", picture, kind="reference", visible=False,
                                     provenance={**info, "frame": "blend"}))
             stacks.append(LayerStack(width, height, layers, metadata=info))
-        images = array if output_type == "np" else \
-            [PIL.Image.fromarray(image, "RGBA") for image in generated]
-        return TransparentPipelineOutput(images=images, layers=stacks)
+        return TransparentPipelineOutput(images=pictures_as(array, output_type), layers=stacks)
 
 
 class ConditionedTransparencyPipeline(_ConditionedOutputsMixin, StableDiffusionPipeline):
@@ -208,6 +204,7 @@ class ConditionedTransparencyPipeline(_ConditionedOutputsMixin, StableDiffusionP
                              "foreground (fg2bg) to generate around")
         if not 0.0 <= stop_at <= 1.0:
             raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
+        check_output_type(output_type)
         kwargs = _forwarded(locals(), own=("condition", "stop_at"))
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionXLPipeline
 
+from ..output_types import check_output_type
 from .codec import encode_opaque, rgb_tensors
 from .conditioned import (
     MODES,
@@ -157,9 +158,7 @@ class ConditionedTransparencyXLPipeline(_ConditionedOutputsMixin, StableDiffusio
                              "foreground (fg2bg) to generate around")
         if not 0.0 <= stop_at <= 1.0:
             raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
-        if output_type not in ("pil", "np", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
-                             f"{output_type!r}")
+        check_output_type(output_type)
         if latents is not None:
             raise ValueError("latents cannot be given: each stage draws its own noise")
         kwargs = _forwarded(locals(), own=("condition", "blend", "stop_at", "latents"))

@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from layerstudio.imaging import as_rgba_array, to_uint8
 
+from ..output_types import check_output_type
 from .codec import encode_rgba, rgba_tensors
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 from .pipeline import TransparentPipelineOutput, _forwarded, _TransparentDecodeMixin, prompt_count
@@ -107,9 +108,7 @@ class LatentTransparencyImg2ImgPipeline(_TransparentDecodeMixin, StableDiffusion
         ``mask``: greyscale, white = repaint (one, or one per image); ``strength`` in (0, 1]:
         how much noise, i.e. how far from the input. ``output_type="latent"`` gives the
         latents for :meth:`decode_latents_rgba` (without the final unmasked-pixel mix)."""
-        if output_type not in ("pil", "np", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
-                             f"{output_type!r}")
+        check_output_type(output_type)
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         if image is None:

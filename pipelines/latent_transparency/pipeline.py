@@ -21,6 +21,7 @@ from diffusers.utils import BaseOutput
 from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import over_checkerboard
 
+from ..output_types import check_output_type, pictures_as
 from .codec import decode_rgba
 from .models import TransparentVAEDecoder, TransparentVAEEncoder
 
@@ -30,10 +31,11 @@ __all__ = ["LatentTransparencyPipeline", "LatentTransparencyXLPipeline",
 
 @dataclass
 class TransparentPipelineOutput(BaseOutput):
-    """``images``: RGBA PIL images (or a (B, H, W, 4) float array for ``output_type="np"``);
-    ``layers``: one :class:`LayerStack` per image, ready to export."""
+    """``images``: RGBA PIL images (a (B, H, W, 4) float array for ``output_type="np"``, a
+    (B, 4, H, W) tensor for "pt", the latents for "latent"); ``layers``: one
+    :class:`LayerStack` per image, ready to export (none for "latent")."""
 
-    images: list[PIL.Image.Image] | np.ndarray
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     layers: list[LayerStack]
 
     def previews(self, cell: int = 8) -> list[PIL.Image.Image]:
@@ -87,16 +89,12 @@ class _TransparentDecodeMixin:
 
     def _packaged(self, array: np.ndarray, prompt, output_type: str, extra: dict[str, Any]
                   ) -> TransparentPipelineOutput:
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
         as_uint8 = np.rint(array * 255).clip(0, 255).astype(np.uint8)
         stacks = [rgba_to_stack(image, "foreground",
                                 {"pipeline": type(self).__name__, "prompt": text, **extra})
                   for image, text in zip(as_uint8, self._prompts(prompt, len(as_uint8)),
                                          strict=True)]
-        images = array if output_type == "np" else \
-            [PIL.Image.fromarray(image, "RGBA") for image in as_uint8]
-        return TransparentPipelineOutput(images=images, layers=stacks)
+        return TransparentPipelineOutput(images=pictures_as(array, output_type), layers=stacks)
 
     def decode_latents_rgba(self, latents: torch.Tensor, augment: bool = False) -> np.ndarray:
         """What ``output_type="latent"`` returned -> straight RGBA (B, H, W, 4) in [0, 1]."""
@@ -104,9 +102,7 @@ class _TransparentDecodeMixin:
 
     def _run(self, parent_call, prompt, output_type: str, augment: bool, return_dict: bool,
              kwargs: dict[str, Any]):
-        if output_type not in ("pil", "np", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got "
-                             f"{output_type!r}")
+        check_output_type(output_type)
         for name in ("output_type", "return_dict"):
             kwargs.pop(name, None)
         latents = parent_call(self, prompt=prompt, output_type="latent", **kwargs).images
