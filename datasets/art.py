@@ -9,9 +9,9 @@ import numpy as np
 from .assets.emoji import emoji_pool, render_emoji
 from .assets.shapes import COLOURS, SHAPES, render_glyph, render_shape
 
-__all__ = ["Art", "random_art", "random_emoji_art", "restyle", "with_article"]
+__all__ = ["WORDS", "Art", "random_art", "random_emoji_art", "restyle", "with_article"]
 
-_WORDS = ("sun", "cat", "sale", "new", "hello", "art", "love", "go", "top", "hi")
+WORDS = ("sun", "cat", "sale", "new", "hello", "art", "love", "go", "top", "hi")
 
 
 @dataclass
@@ -61,6 +61,6 @@ def random_art(rng: np.random.Generator, size: int, split: str,
         shape = str(rng.choice(SHAPES))
         return Art(render_shape(shape, colour, size), f"a {colour_name} {shape}",
                    f"shape:{shape}")
-    word = str(rng.choice(_WORDS))
+    word = str(rng.choice(WORDS))
     glyph = render_glyph(word, colour, max(8, size // 2))
     return Art(glyph, f"the word {word} in {colour_name}", f"text:{word}")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .sample import Sample
-from .scenes import alpha_blend, anime, effects, objects, transparent
+from .scenes import alpha_blend, anime, design, effects, objects, transparent
 
 __all__ = ["GENERATORS", "SPLITS", "generate"]
 
@@ -22,6 +22,7 @@ GENERATORS: dict[str, Callable[..., dict]] = {
     "alpha_blend": alpha_blend.build,
     "anime": anime.build,
     "transparent": transparent.build,
+    "design": design.build,
 }
 SPLITS = ("train", "heldout")
 _KIND_IDS = {name: i for i, name in enumerate(GENERATORS)}

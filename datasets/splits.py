@@ -31,6 +31,7 @@ _VARIANTS: dict[str, list[dict[str, Any]]] = {
                                               "smoke", "rain", "xray")],
     "anime": [{"convention": "artist"}, {"convention": "normal"}],
     "transparent": [{}],
+    "design": [{"max_elements": 4}, {"min_elements": 5, "max_elements": 10}],
 }
 
 

@@ -2,11 +2,13 @@
 the CLI and the UI.
 
 One job a line, e.g. ``{"prompt": "a cat and a dog", "boxes": "4,8,24,24;34,30,24,24",
-"seed": 3, "name": "pets"}``; the keys are :data:`JOB_KEYS`. Each finished job leaves its files
-(``NAME.psd``, ``NAME.zip``, ``NAME.png``, ... as asked) and last ``NAME.json``, its manifest
-(the job, the stack's metadata, the files); every file is written atomically, so a manifest
-means the job is complete and ``--resume`` skips it. A failing job (bad line, bad argument,
-model error) is appended to ``errors.jsonl`` and the rest go on.
+"seed": 3, "name": "pets"}`` (generation; the keys are :data:`JOB_KEYS`) or ``{"task":
+"decompose", "image": "poster.png", "layers": 5}`` (decomposition; :data:`DECOMPOSE_KEYS`).
+Each finished job leaves its files (``NAME.psd``, ``NAME.zip``, ``NAME.png``, ... as asked)
+and last ``NAME.json``, its manifest (the job, the stack's metadata, the files); every file is
+written atomically, so a manifest means the job is complete and ``--resume`` skips it. A
+failing job (bad line, bad argument, model error) is appended to ``errors.jsonl``
+and the rest go on.
 
 Data-parallel: under ``accelerate launch --multi_gpu --num_processes N -m layerstudio batch
 ...``, ``torchrun --nproc_per_node N -m layerstudio batch ...`` or an MPI launcher, process
@@ -30,7 +32,8 @@ from . import jsonsafe
 from .errors import InvalidInputError, LayerStudioError
 from .io.atomic import atomic_path
 
-__all__ = ["FORMATS", "JOB_KEYS", "BatchSummary", "Job", "read_jobs", "run_batch", "share_of"]
+__all__ = ["DECOMPOSE_KEYS", "FORMATS", "JOB_KEYS", "TASKS", "BatchSummary", "Job", "read_jobs",
+           "run_batch", "share_of"]
 
 FORMATS = ("psd", "ora", "zip", "png")
 JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxes",
@@ -39,8 +42,16 @@ JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxe
             "background": "background", "foreground": "foreground", "fit": "fit",
             "stop_at": "stop_at",
             "foreground_prompt": "foreground_prompt",
-            "background_prompt": "background_prompt", "name": None}
-"""Job keys -> ``Studio.generate`` arguments (``regions`` is a number of boxes to plan)."""
+            "background_prompt": "background_prompt", "name": None, "task": None}
+"""Generation job keys -> ``Studio.generate`` arguments (``regions`` is a number of boxes to
+plan)."""
+DECOMPOSE_KEYS = {"image": "image", "method": "method", "layers": "layers", "mask": "mask",
+                  "box": "box", "prompt": "prompt", "seed": "seed", "steps": "steps",
+                  "name": None, "task": None}
+"""Decomposition job keys -> ``Studio.decompose`` arguments."""
+TASKS = {"generate": (JOB_KEYS, "prompt", "generate"),
+         "decompose": (DECOMPOSE_KEYS, "image", "decompose")}
+"""Task -> (its job keys, the key every job of it needs, the Studio method that runs it)."""
 MAX_JOB_BYTES = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -54,6 +65,7 @@ class Job:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    task: str = "generate"
 
 
 @dataclass
@@ -84,18 +96,22 @@ def _job(line: int, text: str) -> Job:
     if not isinstance(given, str) or not _NAME.match(given):
         return Job(line, name, error=f"name {given!r} must be letters, digits, '.', '_' or "
                                      "'-' (at most 100, not a path)")
-    unknown = sorted(set(data) - set(JOB_KEYS))
+    task = data.get("task", "generate")
+    if task not in TASKS:
+        return Job(line, given, error=f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    keys, needed, _ = TASKS[task]
+    unknown = sorted(set(data) - set(keys))
     if unknown:
-        return Job(line, given, error=f"unknown key(s) {', '.join(unknown)}; known: "
-                                      f"{', '.join(JOB_KEYS)}")
-    if not isinstance(data.get("prompt"), str):
-        return Job(line, given, error="every job needs a \"prompt\" string")
+        return Job(line, given, error=f"unknown key(s) {', '.join(unknown)} for task {task}; "
+                                      f"known: {', '.join(keys)}")
+    if not isinstance(data.get(needed), str):
+        return Job(line, given, error=f"every {task} job needs a \"{needed}\" string")
     if "boxes" in data and "regions" in data:
         return Job(line, given, error="give boxes or regions, not both")
-    arguments = {JOB_KEYS[key]: value for key, value in data.items() if JOB_KEYS[key]}
-    if ("boxes" in arguments) and "mode" not in arguments:
+    arguments = {keys[key]: value for key, value in data.items() if keys[key]}
+    if task == "generate" and "boxes" in arguments and "mode" not in arguments:
         arguments["mode"] = "layers"
-    return Job(line, given, arguments)
+    return Job(line, given, arguments, task=task)
 
 
 def read_jobs(path: str | Path) -> list[Job]:
@@ -161,7 +177,7 @@ def _run_one(studio, job: Job, out: Path, formats: tuple[str, ...], resume: bool
         _record_error(out, job, job.error)
         return "failed"
     try:
-        stack = studio.generate(**job.arguments)
+        stack = getattr(studio, TASKS[job.task][2])(**job.arguments)
         files = [stack.save(out / f"{job.name}.{suffix}").name for suffix in formats]
     except LayerStudioError as exc:
         _record_error(out, job, str(exc))
@@ -172,7 +188,7 @@ def _run_one(studio, job: Job, out: Path, formats: tuple[str, ...], resume: bool
     for note in stack.metadata.get("notes", []):
         summary.notes[note] = summary.notes.get(note, 0) + 1
     _write_manifest(manifest_path, {"line": job.line, "name": job.name, "process": rank,
-                                    "job": job.arguments, "files": files,
+                                    "task": job.task, "job": job.arguments, "files": files,
                                     "metadata": stack.metadata,
                                     "layers": [layer.name for layer in stack.layers]})
     return "done"

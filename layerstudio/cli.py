@@ -236,6 +236,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decompose(args: argparse.Namespace) -> int:
+    from .studio import Studio
+
+    with _warnings_printed():
+        stack = Studio(device=args.device).decompose(
+            args.input, method=args.method, layers=args.layers, mask=args.mask, box=args.box,
+            prompt=args.prompt, seed=args.seed, steps=args.steps)
+    path = _save_output(stack, args.output)
+    info = stack.metadata
+    message = (f"wrote {path} ({len(stack)} layer{'s' if len(stack) != 1 else ''} by "
+               f"{info['method']}, re-composing at {info['recomposition_psnr']} dB, "
+               f"{info['seconds']} s)")
+    if args.preview:
+        from .io.atomic import atomic_path
+        from .preview import contact_sheet
+
+        preview = Path(path).with_suffix(".preview.png")
+        with atomic_path(preview) as tmp:
+            contact_sheet(stack).save(tmp, "PNG")
+        message += f" and preview {preview}"
+    print(message)
+    for note in info.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
     from .studio import Studio
 
@@ -396,6 +422,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_generate)
 
+    from .decompose import DECOMPOSITION
+
+    p = sub.add_parser(
+        "decompose", help="split a picture into layers that re-composite to it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Split a picture (any image, or a layered file's composite) into layers.",
+        epilog="methods:\n" + "\n".join(
+            f"  {name:<12} {DECOMPOSITION.get(name).summary}" for name in DECOMPOSITION))
+    p.add_argument("input", help="image or layered file (its composite is used)")
+    p.add_argument("-o", "--output", required=True, help="output file (.psd, .ora, .zip)")
+    p.add_argument("--method", choices=list(DECOMPOSITION),
+                   help=f"default {DECOMPOSITION.default}; see the list below")
+    p.add_argument("--layers", metavar="N|auto",
+                   help="at most N layers, background included (default auto)")
+    p.add_argument("--mask", metavar="FILE",
+                   help="picture-sized image, white = the region to decompose")
+    p.add_argument("--box", metavar="X,Y,W,H", help="the region to decompose, in pixels")
+    p.add_argument("--prompt", help="what the picture shows (model methods)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="denoising steps (model methods)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write OUTPUT.preview.png: every layer and the composite")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.set_defaults(func=cmd_decompose)
+
     p = sub.add_parser("edit", help="regenerate one layer of a document from a prompt, "
                                     "leaving the others untouched")
     p.add_argument("input", help="layered file (.psd, .ora, .zip) or image")
@@ -417,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_edit)
 
-    p = sub.add_parser("batch", help="generate every job of a JSON Lines file (one object a "
-                       "line: prompt, model, mode, boxes, seed, size, steps, name, ...)")
+    p = sub.add_parser("batch", help="run every job of a JSON Lines file (one object a line: "
+                       "prompt, model, mode, boxes, seed, ...; or task: decompose, image, "
+                       "method, layers, ...)")
     p.add_argument("jobs", help="the .jsonl file")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--format", default="psd", metavar="LIST",

@@ -28,26 +28,15 @@ from .blend import BlendMode
 from .document import Layer, LayerStack
 from .errors import InvalidInputError
 from .imaging import as_rgba_array, fit_square
+from .methods import Method, MethodTable
 from .presets import get_preset, load_preset, vocabulary_hint
 
-__all__ = ["DEFAULT_MODEL", "MODES", "MODE_MODELS", "StepCallback", "Studio", "layer_prompts",
-           "resolve_boxes"]
+__all__ = ["DEFAULT_MODEL", "GENERATION", "MODES", "MODE_MODELS", "StepCallback", "Studio",
+           "layer_prompts", "resolve_boxes"]
 
 StepCallback = Callable[[int, int], None]
 """``on_step(done, total)``, called after every denoising step; raising
 :class:`~layerstudio.errors.Cancelled` (or anything) from it stops the generation there."""
-
-MODE_MODELS = {"fg": "tiny-layerdiffuse", "bg2fg": "tiny-layerdiffuse-bg2fg",
-               "fg2bg": "tiny-layerdiffuse-fg2bg", "joint": "tiny-layerdiffuse-joint",
-               "layers": "tiny-art"}
-"""Generation modes and the shipped model each uses by default: ``fg`` = one transparent
-foreground layer from text (or, for an RGB model such as ``tiny-sd``, one opaque image layer);
-``bg2fg`` = a transparent foreground made for a given background; ``fg2bg`` = a background made
-behind a given foreground; ``joint`` = foreground, background and the model's own blend from
-text alone; ``layers`` = a background and one transparent layer per box (ART). The
-conditioned modes return two layers, ``joint`` three (the blend hidden)."""
-MODES = tuple(MODE_MODELS)
-DEFAULT_MODEL = MODE_MODELS["fg"]
 
 MAX_SIDE = 2048
 
@@ -167,6 +156,67 @@ def layer_prompts(prompt: str, foreground: str | None, background: str | None
     return foreground, background
 
 
+def _layer_budget(layers: int | str | None) -> int | None:
+    """``layers`` as a number of layers (background included), or None for "auto"."""
+    from .decompose import MAX_LAYERS
+
+    if layers is None or (isinstance(layers, str) and layers.strip().lower() == "auto"):
+        return None
+    try:
+        count = int(layers)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"layers must be a number or 'auto', got {layers!r}") from None
+    if isinstance(layers, bool) or not 1 <= count <= MAX_LAYERS or count != float(layers):
+        raise InvalidInputError(f"layers must be a whole number from 1 to {MAX_LAYERS} or "
+                                f"'auto', got {layers!r}")
+    return count
+
+
+def _plain(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {}, {}
+
+
+def _conditioned(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    stop_at = float(given["stop_at"])
+    return {"condition": given["condition"], "stop_at": stop_at}, {"stop_at": stop_at}
+
+
+def _joint(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    front, back = layer_prompts(given["prompt"], given["foreground_prompt"],
+                                given["background_prompt"])
+    prompts = {"foreground_prompt": front, "background_prompt": back}
+    return prompts, dict(prompts)
+
+
+def _regions(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {"boxes": given["boxes"]}, {"boxes": [list(box) for box in given["boxes"]]}
+
+
+GENERATION = MethodTable("generate", noun="mode")
+"""Generation modes. ``run(given) -> (pipeline options, metadata)`` turns the checked inputs
+(``prompt``, ``condition``, ``stop_at``, ``foreground_prompt``, ``background_prompt``,
+``boxes``) into what the mode's pipeline takes and what its document records."""
+GENERATION.add(Method("fg", "one transparent foreground layer from text (or one opaque image "
+                      "layer for an RGB model such as tiny-sd)", _plain,
+                      preset="tiny-layerdiffuse"))
+GENERATION.add(Method("bg2fg", "a transparent foreground made for a given --background",
+                      _conditioned, ("background", "fit", "stop_at"),
+                      "tiny-layerdiffuse-bg2fg"))
+GENERATION.add(Method("fg2bg", "a background made behind a given --foreground", _conditioned,
+                      ("foreground", "fit", "stop_at"), "tiny-layerdiffuse-fg2bg"))
+GENERATION.add(Method("joint", "foreground, background and the model's own blend from text "
+                      "alone (the blend hidden)", _joint,
+                      ("foreground_prompt", "background_prompt"), "tiny-layerdiffuse-joint"))
+GENERATION.add(Method("layers", "a background and one transparent layer per box (ART)",
+                      _regions, ("boxes",), "tiny-art"))
+MODES = tuple(GENERATION)
+MODE_MODELS = {mode: GENERATION.get(mode).preset for mode in GENERATION}
+"""The shipped model each generation mode uses by default."""
+DEFAULT_MODEL = MODE_MODELS["fg"]
+_LABELS = {"boxes": "boxes are", "foreground_prompt": "foreground and background prompts are",
+           "background_prompt": "foreground and background prompts are"}
+
+
 def _step_hook(on_step: StepCallback | None, steps: int) -> dict[str, Any]:
     """The ``callback_on_step_end`` option that reports progress to ``on_step``; the total is
     the pipeline's own count when it keeps one (img2img runs ``strength`` of the steps)."""
@@ -234,27 +284,25 @@ class Studio:
         :func:`resolve_boxes`): one transparent layer per box, bottom to top. ``on_step``
         (see :data:`StepCallback`) reports progress and can cancel."""
         seed = checked_seed(seed)
-        if mode not in MODES:
-            raise InvalidInputError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
-        model = model or MODE_MODELS[mode]
+        method = GENERATION.get(mode)
+        model = model or method.preset
         preset = get_preset(model)
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError("the prompt is empty; describe what to generate")
-        if preset.mode not in MODES:
+        if preset.mode not in GENERATION:
             raise InvalidInputError(f"{model!r} is not a generator ({preset.good_for}); for "
-                                    f"{mode} use {MODE_MODELS[mode]!r}")
+                                    f"{mode} use {method.preset!r}")
         if preset.mode != mode:
             raise InvalidInputError(f"{model!r} generates in mode {preset.mode!r}, not "
-                                    f"{mode!r}; for {mode} use {MODE_MODELS[mode]!r}")
-        condition = self._condition(mode, background, foreground)
-        if mode != "joint" and (foreground_prompt or background_prompt):
-            raise InvalidInputError("foreground and background prompts are for mode 'joint'")
-        if mode != "layers" and boxes is not None:
-            raise InvalidInputError("boxes are for mode 'layers'")
+                                    f"{mode!r}; for {mode} use {method.preset!r}")
+        condition = self._condition(method, background, foreground)
+        GENERATION.check_inputs(method, {"foreground_prompt": foreground_prompt or None,
+                                         "background_prompt": background_prompt or None,
+                                         "boxes": boxes}, _LABELS)
         if not 0.0 <= stop_at <= 1.0:
             raise InvalidInputError(f"stop_at must be between 0 and 1, got {stop_at}")
         steps, size, guidance = _settings(preset, steps, size, guidance)
-        layout = resolve_boxes(boxes, size, seed) if mode == "layers" else None
+        layout = resolve_boxes(boxes, size, seed) if "boxes" in method.takes else None
         fit_notes = []
         if condition is not None:
             condition, fit_notes = _square_condition(condition, size, fit, mode)
@@ -269,13 +317,10 @@ class Studio:
                                        generator=torch.Generator().manual_seed(seed))
         if negative_prompt:
             options["negative_prompt"] = negative_prompt
-        if condition is not None:
-            options.update(condition=condition, stop_at=float(stop_at))
-        if mode == "joint":
-            front, back = layer_prompts(prompt, foreground_prompt, background_prompt)
-            options.update(foreground_prompt=front, background_prompt=back)
-        if layout is not None:
-            options["boxes"] = layout
+        own, recorded = method.run({"prompt": prompt, "condition": condition,
+                                    "stop_at": stop_at, "foreground_prompt": foreground_prompt,
+                                    "background_prompt": background_prompt, "boxes": layout})
+        options.update(own)
         transparent = hasattr(pipe, "transparent_decoder")
         if augment:
             if not transparent:
@@ -292,13 +337,7 @@ class Studio:
         notes = generation_notes(preset, prompt, size) + fit_notes
         if notes:
             info["notes"] = notes
-        if condition is not None:
-            info["stop_at"] = float(stop_at)
-        if mode == "joint":
-            info.update(foreground_prompt=options["foreground_prompt"],
-                        background_prompt=options["background_prompt"])
-        if mode == "layers":
-            info["boxes"] = [list(box) for box in options["boxes"]]
+        info.update(recorded)
         if transparent:
             stack = result.layers[0]
             stack.metadata.update(info)
@@ -376,22 +415,70 @@ class Studio:
         stack.layers[index] = edited if edited.is_empty else edited.cropped_to_content()
         return stack
 
+    def decompose(self, image: Any, *, method: str | None = None,
+                  layers: int | str | None = None, mask: Any = None, box: Any = None,
+                  prompt: str | None = None, seed: int = 0, steps: int | None = None,
+                  on_step: StepCallback | None = None) -> LayerStack:
+        """``image`` (a path to any image or layered file, whose composite is used, a PIL
+        image or an array) as layers that re-composite to it, by ``method`` (default: the
+        first of :data:`~layerstudio.decompose.DECOMPOSITION`). ``layers``: the most layers
+        to return, background included (a number, or "auto"/None for as many as the method
+        finds); ``mask`` (canvas-sized, white = selected) or ``box`` (x, y, w, h): the region
+        to decompose, for the methods that take one; ``prompt``, ``seed``, ``steps``: for
+        model methods. The metadata records the method, the seconds taken and the
+        recomposition PSNR and error; a transparent input is flattened onto white first
+        (noted)."""
+        from .decompose import DECOMPOSITION, Request, parse_box, read_mask, recomposition
+
+        chosen = DECOMPOSITION.get(method)
+        seed = checked_seed(seed)
+        budget = _layer_budget(layers)
+        DECOMPOSITION.check_inputs(chosen, {"layers": budget, "mask": mask, "box": box,
+                                            "prompt": prompt or None, "steps": steps})
+        if mask is not None and box is not None:
+            raise InvalidInputError("give a mask or a box, not both")
+        pixels = _pixels(image, "the picture")
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, 1.0)
+        rgba = pixels.astype(np.float32) / scale
+        notes = []
+        if (rgba[..., 3] < 1).any():
+            notes.append("the picture's transparency was flattened onto white before "
+                         "decomposing")
+        rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+        size = (rgb.shape[1], rgb.shape[0])
+        region = read_mask(mask, size) if mask is not None else \
+            parse_box(box, size) if box is not None else None
+        request = Request(rgb, budget, region, prompt or None, seed, steps, on_step)
+        with self._lock:
+            started = time.perf_counter()
+            stack = chosen.run(request, self)
+        info = {"task": "decompose", "method": chosen.name, "layers": len(stack),
+                "seconds": round(time.perf_counter() - started, 3),
+                **recomposition(stack, rgb)}
+        if "seed" in chosen.takes:
+            info["seed"] = seed
+        if notes:
+            info["notes"] = notes
+        stack.metadata.update(info)
+        return stack
+
     @staticmethod
-    def _condition(mode: str, background: Any, foreground: Any):
+    def _condition(method: Method, background: Any, foreground: Any):
         """The given layer a conditioned mode needs, as straight RGBA; errors name what is
         missing or superfluous."""
-        needed = {"bg2fg": "background", "fg2bg": "foreground"}.get(mode)
         given = {"background": background, "foreground": foreground}
+        needed = next((name for name in given if name in method.takes), None)
         for name, value in given.items():
             if value is not None and name != needed:
+                other = GENERATION.taking(name)[0]
                 raise InvalidInputError(
-                    f"mode {mode!r} takes no {name} image" + (
-                        f"; use mode {'bg2fg' if name == 'background' else 'fg2bg'} to "
-                        f"generate around one" if mode == "fg" else ""))
+                    f"mode {method.name!r} takes no {name} image" + (
+                        f"; use mode {other} to generate around one"
+                        if method.name == "fg" else ""))
         if needed is None:
             return None
         value = given[needed]
         if value is None:
-            raise InvalidInputError(f"mode {mode!r} needs a {needed} image "
+            raise InvalidInputError(f"mode {method.name!r} needs a {needed} image "
                                     f"(--{needed} FILE on the command line)")
         return _pixels(value, f"the {needed} image")

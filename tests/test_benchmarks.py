@@ -27,7 +27,9 @@ def test_dataset_benchmark_reports_rates():
                           "32", "--samples", "16", "--workers", "0"],
                          capture_output=True, text=True, check=True)
     report = json.loads(out.stdout)
-    assert len(report["generators"]) == 5
+    from layerstudio.datasets.generate import GENERATORS
+
+    assert [row["kind"] for row in report["generators"]] == list(GENERATORS)
     for row in report["generators"]:
         assert row["samples_per_second_loader_0_workers"] > 0
         assert row["headroom_vs_training_need"] > 0
@@ -73,3 +75,16 @@ def test_region_attention_benchmark_compares_region_crop_with_full_attention():
         assert 0 <= part["alpha_soft_iou"] <= 1 and 0 <= part["box_adherence"] <= 1
         assert 0 <= part["judge_in_prompt"] <= 1
     assert report["four_layer_seconds"] > 0 and "met" in report["target"]
+
+
+def test_decompose_benchmark_compares_with_one_layer():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decompose.py"), "-n", "2",
+                          "--size", "128", "--large", "256"],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    for name in ("heldout split (64 px)", "designs (128 px)"):
+        methods = report[name]
+        assert methods["one layer"]["layers"] == 1.0
+        assert methods["classical"]["iou_0_vs_one_layer"] > 1.0
+        assert methods["classical"]["psnr"] >= 30
+    assert report["one design at 256 px"]["classical"]["seconds"] > 0

@@ -125,9 +125,9 @@ def test_conditioned_modes_read_uploads_with_size_checks(tmp_path):
                                  stop_at=0.5)
     assert arguments["background"].shape == (24, 32, 4) and arguments["stop_at"] == 0.5
     with pytest.raises(InvalidInputError, match="needs a background"):
-        from layerstudio.studio import Studio
+        from layerstudio.studio import GENERATION, Studio
 
-        Studio._condition("bg2fg", None, None)
+        Studio._condition(GENERATION.get("bg2fg"), None, None)
 
 
 def test_drawn_regions_are_scaled_to_the_canvas():

@@ -19,7 +19,7 @@ from layerstudio.errors import Cancelled, InvalidInputError
 from layerstudio.io.raster import read_image_file
 from layerstudio.pipelines.anonymous_region import boxes_from_sketch, parse_boxes
 from layerstudio.presets import PRESETS, get_preset, is_available
-from layerstudio.studio import MODE_MODELS, MODES, Studio
+from layerstudio.studio import GENERATION, MODE_MODELS, MODES, Studio
 
 from .layers_panel import DocumentView
 from .runs import StopFlags, friendly, wire_run
@@ -80,16 +80,17 @@ def studio_arguments(*, prompt: str, negative: str, mode: str, model: str | None
     arguments: dict[str, Any] = dict(
         prompt=prompt, mode=mode, model=model or None, seed=used_seed, steps=int(steps),
         guidance=float(guidance), size=int(size), negative_prompt=negative or None)
-    if mode == "bg2fg":
+    takes = GENERATION.get(mode).takes
+    if "background" in takes:
         arguments["background"] = _condition(background)
-    if mode == "fg2bg":
+    if "foreground" in takes:
         arguments["foreground"] = _condition(foreground)
-    if mode in ("bg2fg", "fg2bg"):
+    if "stop_at" in takes:
         arguments["stop_at"] = float(stop_at)
-    if mode == "joint":
+    if "foreground_prompt" in takes:
         arguments.update(foreground_prompt=foreground_prompt.strip() or None,
                          background_prompt=background_prompt.strip() or None)
-    if mode == "layers":
+    if "boxes" in takes:
         if layout == "Type boxes":
             arguments["boxes"] = parse_boxes(boxes or "")
         elif layout == "Draw regions":
