@@ -129,6 +129,10 @@ def test_a_drawn_region_becomes_a_layer(page):
 def test_regenerate_inside_a_painted_mask(page):
     page.get_by_text("Regenerate the selected layer").click()
     page.locator("#mask-load").click()
+    page.wait_for_function(  # the layer is on the canvas: strokes from now on are kept
+        "document.querySelector('#regenerate-notice')?.innerText.includes('Paint over')",
+        timeout=30_000)
+    page.wait_for_timeout(300)
     stroke(page, "#mask")
     page.locator("#regen-prompt textarea").fill("a red apple")
     page.locator("#regenerate").click()

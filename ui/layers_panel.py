@@ -301,12 +301,13 @@ def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,
         notice = gr.Markdown("", elem_id="regenerate-notice", min_height=48)
 
     @friendly
-    def load_painting(session: Session | None) -> dict[str, Any]:
+    def load_painting(session: Session | None) -> tuple[dict[str, Any], str]:
         session = session or Session()
         background = np.asarray(mask_canvas(session.require(), session.current()))
-        return {"background": background, "layers": [], "composite": background}
+        return ({"background": background, "layers": [], "composite": background},
+                "Paint over the part of the layer to redo, then press Regenerate layer.")
 
-    paint.click(load_painting, [view.state], painting, api_name=False,
+    paint.click(load_painting, [view.state], [painting, notice], api_name=False,
                 show_progress="hidden")
     clear.click(lambda: None, None, painting, api_name=False, show_progress="hidden")
 
