@@ -47,7 +47,7 @@ JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxe
 plan)."""
 DECOMPOSE_KEYS = {"image": "image", "method": "method", "layers": "layers", "mask": "mask",
                   "box": "box", "prompt": "prompt", "seed": "seed", "steps": "steps",
-                  "name": None, "task": None}
+                  "layer": "layer", "name": None, "task": None}
 """Decomposition job keys -> ``Studio.decompose`` arguments."""
 TASKS = {"generate": (JOB_KEYS, "prompt", "generate"),
          "decompose": (DECOMPOSE_KEYS, "image", "decompose")}

@@ -242,11 +242,12 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     with _warnings_printed():
         stack = Studio(device=args.device).decompose(
             args.input, method=args.method, layers=args.layers, mask=args.mask, box=args.box,
-            prompt=args.prompt, seed=args.seed, steps=args.steps)
+            prompt=args.prompt, seed=args.seed, steps=args.steps, layer=args.layer)
     path = _save_output(stack, args.output)
-    info = stack.metadata
-    message = (f"wrote {path} ({len(stack)} layer{'s' if len(stack) != 1 else ''} by "
-               f"{info['method']}, re-composing at {info['recomposition_psnr']} dB, "
+    info = stack.metadata["splits"][-1] if args.layer is not None else stack.metadata
+    what = f"layer {info['layer']!r} split into a group of " if args.layer is not None else ""
+    message = (f"wrote {path} ({what}{info['layers']} layer{'s' if info['layers'] != 1 else ''}"
+               f" by {info['method']}, re-composing at {info['recomposition_psnr']} dB, "
                f"{info['seconds']} s)")
     if args.preview:
         from .io.atomic import atomic_path
@@ -439,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="FILE",
                    help="picture-sized image, white = the region to decompose")
     p.add_argument("--box", metavar="X,Y,W,H", help="the region to decompose, in pixels")
+    p.add_argument("--layer", help="split this layer (name or index) of a layered INPUT into "
+                                   "a group of sub-layers, keeping the rest of the document")
     p.add_argument("--prompt", help="what the picture shows (model methods)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="denoising steps (model methods)")

@@ -22,7 +22,8 @@ from .errors import InvalidInputError
 from .imaging import as_rgba_array
 from .methods import Method, MethodTable
 
-__all__ = ["DECOMPOSITION", "MAX_LAYERS", "Request", "parse_box", "read_mask", "recomposition"]
+__all__ = ["DECOMPOSITION", "MAX_LAYERS", "Request", "auto_layer_count", "parse_box",
+           "read_mask", "recomposition"]
 
 MAX_LAYERS = 64
 
@@ -56,11 +57,95 @@ def _classical(request: Request, studio: Any) -> LayerStack:
     return classical_decomposition(request.rgb, request.layers, request.region, counted)
 
 
+AUTO_RANGE = (2, 8)
+"""The layer counts ``layers="auto"`` chooses from for model methods."""
+
+
+def auto_layer_count(rgb: np.ndarray) -> int:
+    """How many layers to ask a model for when the user says "auto": the objects the
+    classical analysis finds on the picture (at <= 256 px) plus the background, kept within
+    :data:`AUTO_RANGE`. Measured against the true counts in ``benchmarks/decompose.py``."""
+    import cv2
+
+    from layerstudio.pipelines.classical_decompose import ClassicalDecomposer
+
+    height, width = rgb.shape[:2]
+    scale = min(1.0, 256 / max(height, width))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                         interpolation=cv2.INTER_AREA)
+    found = len(ClassicalDecomposer()(rgb.astype(np.float32)).pieces) + 1
+    return int(np.clip(found, *AUTO_RANGE))
+
+
+def _frames_at(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(L, h, w, 4) straight RGBA float frames resized to ``size`` (w, h), premultiplied
+    while resampling so transparent colour does not bleed in."""
+    import cv2
+
+    if frames.shape[2:0:-1] == tuple(size):
+        return frames
+    out = []
+    for frame in frames:
+        premultiplied = np.concatenate([frame[..., :3] * frame[..., 3:], frame[..., 3:]], -1)
+        resized = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA
+                             if size[0] < frame.shape[1] else cv2.INTER_CUBIC).clip(0, 1)
+        alpha = resized[..., 3:]
+        colour = np.where(alpha > 0, resized[..., :3] / np.maximum(alpha, 1e-6), 0)
+        out.append(np.concatenate([colour.clip(0, 1), alpha], -1))
+    return np.stack(out).astype(np.float32)
+
+
+def _model_method(preset_name: str) -> Callable[[Request, Any], LayerStack]:
+    """The run function of a Qwen-Image-Layered-style model preset: the picture, a prompt
+    (captioned by the model when none is given and it can), ``layers`` (or the auto rule)."""
+
+    def run(request: Request, studio: Any) -> LayerStack:
+        import torch
+
+        from layerstudio.pipelines.qwen_layered.pipeline import frames_to_stack
+        from layerstudio.presets import get_preset
+
+        preset = get_preset(preset_name)
+        steps = preset.steps if request.steps is None else int(request.steps)
+        if not 1 <= steps <= 1000:
+            raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
+        count = request.layers or auto_layer_count(request.rgb)
+        pipe = studio.pipeline(preset_name)
+        picture = np.rint(request.rgb * 255).astype(np.uint8)
+        hook = {}
+        if request.on_step is not None:
+            def report(pipeline, step: int, _timestep, tensors: dict) -> dict:
+                request.on_step(step + 1, steps)
+                return tensors
+
+            hook = {"callback_on_step_end": report}
+        try:
+            output = pipe(picture, request.prompt, negative_prompt=" ",
+                          true_cfg_scale=preset.guidance, layers=count,
+                          num_inference_steps=steps, resolution=preset.resolution,
+                          output_type="np",
+                          generator=torch.Generator().manual_seed(request.seed), **hook)
+        except ValueError as exc:  # the pipeline's own checks, in the user's terms
+            raise InvalidInputError(str(exc)) from None
+        height, width = picture.shape[:2]
+        info = {"model": preset_name, "prompt": request.prompt, "steps": steps,
+                "asked_layers": count, "layers_rule": "given" if request.layers else "auto"}
+        return frames_to_stack(_frames_at(output.images[0], (width, height)), info)
+
+    return run
+
+
 DECOMPOSITION = MethodTable("decompose")
 DECOMPOSITION.add(Method(
     "classical", "flat designs at any size, no model: colour regions, plates and text "
     "peeled top first, the background filled under them (LayerD's loop with classical parts)",
     _classical, ("layers", "mask", "box")))
+DECOMPOSITION.add(Method(
+    "qwen-image-layered", "Qwen-Image-Layered (20B, download + large GPU): any picture into "
+    "RGBA layers; layers=auto asks for the objects the classical analysis sees + 1",
+    _model_method("qwen-image-layered"), ("layers", "prompt", "seed", "steps"),
+    "qwen-image-layered"))
 
 
 def parse_box(box: Any, size: tuple[int, int]) -> np.ndarray:

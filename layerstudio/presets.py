@@ -40,8 +40,8 @@ class Preset:
     mode: str = "fg"
     """What it generates: ``fg`` (from text alone), ``bg2fg`` (a foreground for a given
     background), ``fg2bg`` (a background behind a given foreground), ``joint`` (foreground,
-    background and blend together), ``layers`` (a layer per box); ``score`` for a model that
-    generates nothing (the judge)."""
+    background and blend together), ``layers`` (a layer per box); ``decompose`` for a
+    picture -> layers model; ``score`` for a model that generates nothing (the judge)."""
 
     @property
     def shipped(self) -> bool:
@@ -137,10 +137,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            files=("layer_sd15_joint.safetensors",
                   "layer_sd15_vae_transparent_decoder.safetensors"),
            base="stable-diffusion-v1-5/stable-diffusion-v1-5", mode="joint"),
-    Preset("qwen-image-layered", "diffusers:QwenImageLayeredPipeline", "Qwen/Qwen-Image-Layered",
-           640, 50, 4.0, "Apache-2.0", "image -> RGBA layers (large GPU)",
+    Preset("qwen-image-layered", "layerstudio.pipelines.qwen_layered:QwenLayeredPipeline",
+           "Qwen/Qwen-Image-Layered", 640, 50, 4.0, "Apache-2.0",
+           "image -> RGBA layers (large GPU)",
            files=("model_index.json", "transformer/*", "vae/*", "text_encoder/*",
-                  "tokenizer/*", "processor/*", "scheduler/*")),
+                  "tokenizer/*", "processor/*", "scheduler/*"), mode="decompose"),
 )}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .blend import BlendMode
-from .document import Layer, LayerStack
+from .document import GroupInfo, Layer, LayerStack
 from .errors import InvalidInputError
 from .imaging import as_rgba_array, fit_square
 from .methods import Method, MethodTable
@@ -418,6 +418,7 @@ class Studio:
     def decompose(self, image: Any, *, method: str | None = None,
                   layers: int | str | None = None, mask: Any = None, box: Any = None,
                   prompt: str | None = None, seed: int = 0, steps: int | None = None,
+                  layer: int | str | None = None,
                   on_step: StepCallback | None = None) -> LayerStack:
         """``image`` (a path to any image or layered file, whose composite is used, a PIL
         image or an array) as layers that re-composite to it, by ``method`` (default: the
@@ -427,8 +428,16 @@ class Studio:
         to decompose, for the methods that take one; ``prompt``, ``seed``, ``steps``: for
         model methods. The metadata records the method, the seconds taken and the
         recomposition PSNR and error; a transparent input is flattened onto white first
-        (noted)."""
+        (noted). With ``layer`` (a name or index), ``image`` is a document and that layer is
+        split inside it instead (:meth:`decompose_layer`)."""
         from .decompose import DECOMPOSITION, Request, parse_box, read_mask, recomposition
+
+        if layer is not None:
+            if mask is not None or box is not None:
+                raise InvalidInputError("a mask or box is for a whole picture, not with layer")
+            return self.decompose_layer(image, layer, method=method, layers=layers,
+                                        prompt=prompt, seed=seed, steps=steps,
+                                        on_step=on_step)
 
         chosen = DECOMPOSITION.get(method)
         seed = checked_seed(seed)
@@ -460,6 +469,52 @@ class Studio:
         if notes:
             info["notes"] = notes
         stack.metadata.update(info)
+        return stack
+
+    def decompose_layer(self, document: Any, layer: int | str | None = None, *,
+                        method: str | None = None, layers: int | str | None = None,
+                        prompt: str | None = None, seed: int = 0, steps: int | None = None,
+                        on_step: StepCallback | None = None) -> LayerStack:
+        """Split one layer of ``document`` (a stack or a file path; default: the top visible
+        layer) into sub-layers, by :meth:`decompose`, inside a group named after it at its
+        place: the group takes the layer's opacity, blend mode and visibility, the sub-layers
+        its offset; every other layer is kept. A transparent layer is decomposed on white and
+        its alpha then limits every sub-layer (exact where it is opaque). Returns a new
+        stack."""
+        stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
+        if not isinstance(stack, LayerStack):
+            raise InvalidInputError("the document must be a LayerStack or a file path")
+        stack = stack.copy()
+        index = stack.top_visible() if layer is None else stack.index(
+            int(layer) if isinstance(layer, str) and layer.lstrip("-").isdigit() else layer)
+        target = stack.layers[index]
+        if target.adjustment is not None or target.is_empty:
+            raise InvalidInputError(f"{target.name!r} has no pixels to decompose")
+        parts = self.decompose(target.pixels, method=method, layers=layers, prompt=prompt,
+                               seed=seed, steps=steps, on_step=on_step)
+        alpha = as_rgba_array(target.pixels)[..., 3]
+        cover = alpha.astype(np.float32) / (65535.0 if alpha.dtype == np.uint16 else 255.0)
+        group = (*target.group, target.name)
+        stack.set_group(group, GroupInfo(target.opacity, target.blend_mode, target.visible)
+                        if target.blend_mode is not BlendMode.NORMAL or target.opacity < 1
+                        or not target.visible else GroupInfo())
+        pieces = []
+        for part in parts.layers:
+            pixels = np.asarray(part.pixels).copy()
+            x, y = part.offset
+            limit = cover[y:y + pixels.shape[0], x:x + pixels.shape[1]]
+            pixels[..., 3] = np.rint(pixels[..., 3] * limit).astype(pixels.dtype)
+            piece = part.copy(pixels=pixels, group=group,
+                              offset=(x + target.offset[0], y + target.offset[1]),
+                              provenance={**part.provenance, "split_from": target.name})
+            if not piece.is_empty:
+                pieces.append(piece.cropped_to_content())
+        stack.remove(index)
+        for offset, piece in enumerate(pieces):
+            stack.add(piece, index + offset)  # the document's size limits apply
+        stack.metadata.setdefault("splits", []).append(
+            {"layer": target.name, **{key: parts.metadata[key] for key in
+                                      ("method", "layers", "recomposition_psnr", "seconds")}})
         return stack
 
     @staticmethod

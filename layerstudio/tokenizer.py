@@ -19,14 +19,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["build_tokenizer_files", "caption_vocabulary", "load_tokenizer"]
+__all__ = ["build_tokenizer_files", "byte_symbols", "caption_vocabulary", "load_tokenizer"]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 _WORD = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]+")
 
 
 @functools.cache
-def _byte_symbols() -> list[str]:
+def byte_symbols() -> list[str]:
     """GPT-2/CLIP's reversible byte -> printable unicode mapping, in byte order."""
     printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
                  + list(range(ord("®"), ord("ÿ") + 1)))
@@ -41,7 +41,7 @@ def _byte_symbols() -> list[str]:
 
 
 def _symbols(word: str) -> list[str]:
-    table = _byte_symbols()
+    table = byte_symbols()
     pieces = [table[b] for b in word.encode("utf-8")]
     pieces[-1] += "</w>"
     return pieces
@@ -84,9 +84,9 @@ def build_tokenizer_files(folder: str | Path, words: Iterable[str]) -> int:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {}
-    for symbol in _byte_symbols():
+    for symbol in byte_symbols():
         vocab.setdefault(symbol, len(vocab))
-    for symbol in _byte_symbols():
+    for symbol in byte_symbols():
         vocab.setdefault(symbol + "</w>", len(vocab))
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}

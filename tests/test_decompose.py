@@ -87,7 +87,8 @@ def test_budget_region_and_transparent_input(studio):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"method": "magic"}, "unknown decompose method 'magic'; available: classical"),
-    ({"prompt": "a poster"}, "prompt is not used; 'classical' takes layers, mask, box"),
+    ({"prompt": "a poster"}, "prompt is for method 'qwen-image-layered'; 'classical' takes "
+                             "layers, mask, box"),
     ({"layers": 0}, "whole number from 1 to 64"),
     ({"layers": "many"}, "a number or 'auto'"),
     ({"box": "1,2,3"}, "x,y,w,h"),
@@ -148,3 +149,34 @@ def test_design_scenes_are_layered_and_reproducible():
     kinds = {layer.kind for index in range(12)
              for layer in generate("design", index, size=96).stack.layers}
     assert {"background", "object", "text"} <= kinds
+
+
+def test_one_layer_splits_into_a_group_in_place(studio, tmp_path, capsys):
+    truth = _label_design()
+    paper = np.full((160, 160, 4), 255, np.uint8)
+    document = LayerStack(160, 160, [Layer("paper", paper, kind="background"),
+                                     Layer("poster", np.asarray(truth.composite()),
+                                           opacity=0.8)])
+    split = studio.decompose_layer(document, "poster")
+    assert [layer.group for layer in split.layers] == [()] + [("poster",)] * 4
+    assert split.groups[("poster",)].opacity == 0.8
+    difference = np.abs(split.composite_array() - document.composite_array())
+    assert difference.mean() <= 0.5 / 255 and np.quantile(difference, 0.99) <= 2 / 255
+    assert split.metadata["splits"][0]["layer"] == "poster"
+    # a transparent layer: its alpha limits the parts
+    sticker = np.zeros((40, 40, 4), np.uint8)
+    sticker[5:35, 5:35] = (240, 200, 30, 255)
+    sticker[15:25, 15:25] = (20, 20, 20, 255)
+    with_sticker = LayerStack(160, 160, [Layer("paper", paper),
+                                         Layer("sticker", sticker, offset=(60, 60))])
+    parts = studio.decompose(with_sticker, layer="sticker")
+    assert all(layer.offset[0] >= 60 for layer in parts.layers[1:])
+    assert np.abs(parts.composite_array() - with_sticker.composite_array()).mean() <= 0.5 / 255
+    saved = tmp_path / "doc.psd"
+    document.save(saved)
+    out = tmp_path / "split.psd"
+    assert main(["decompose", str(saved), "--layer", "poster", "-o", str(out)]) == 0
+    assert "layer 'poster' split into a group of 4 layers" in capsys.readouterr().out
+    assert LayerStack.load(out).groups[("poster",)].opacity == pytest.approx(0.8, abs=0.01)
+    with pytest.raises(InvalidInputError, match="not with layer"):
+        studio.decompose(document, layer="poster", box="0,0,8,8")

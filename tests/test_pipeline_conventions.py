@@ -61,6 +61,8 @@ class Case:
     not_in_parent: tuple[str, ...] = ()
     stages: int = 1
     """Sampling runs per call (callbacks run once per stage)."""
+    guidance: str = "guidance_scale"
+    """The call keyword and property of the CFG scale (a callback changes ``_<guidance>``)."""
 
 
 STANDARD = ("prompt", "negative_prompt", "height", "width", "num_inference_steps",
@@ -170,6 +172,26 @@ def _img2img(tokenizer):
                 pipe.decode_latents_rgba, not_in_parent=("latents",))
 
 
+def _qwen(tokenizer):
+    from layerstudio.pipelines.qwen_layered import (
+        QwenLayeredPipeline,
+        tiny_qwen_layered_components,
+    )
+
+    pipe = QwenLayeredPipeline(**tiny_qwen_layered_components())
+    picture = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+
+    def embeddings(pipe) -> dict[str, torch.Tensor]:
+        embeds, mask = pipe.encode_prompt(["an ice cream", "a cloud"], pipe.device, 1)
+        negative, negative_mask = pipe.encode_prompt([" ", " "], pipe.device, 1)
+        return {"prompt_embeds": embeds, "prompt_embeds_mask": mask,
+                "negative_prompt_embeds": negative, "negative_prompt_embeds_mask": negative_mask}
+
+    return Case(pipe, {"image": picture, "layers": 2, "resolution": 64, "negative_prompt": " "},
+                embeddings, lambda latents: pipe.decode_latents(latents, 64, 64, 2),
+                not_in_parent=("height", "width"), guidance="true_cfg_scale")
+
+
 def _frames(array: np.ndarray) -> np.ndarray:
     """The joint pipeline's rows (three frames per picture) grouped by picture."""
     return array.reshape(-1, 3, *array.shape[1:])
@@ -196,7 +218,7 @@ def _joint(tokenizer):
 
 
 PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
-                                  "joint": _joint,
+                                  "joint": _joint, "qwen-image-layered": _qwen,
                                   "dit": _dit, "anonymous-region": _art,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
@@ -212,10 +234,12 @@ def case(request, tokenizer) -> Case:
     return built
 
 
-def _call(pipe, extra: dict, **kwargs):
+def _call(pipe, extra: dict, guidance: str = "guidance_scale", **kwargs):
     options = {"prompt": ["an ice cream", "a cloud"], "num_inference_steps": 2,
-               "guidance_scale": 4.0, "output_type": "np", **extra}
+               guidance: 4.0, "output_type": "np", **extra}
     options.update(kwargs)
+    if "negative_prompt_embeds" in kwargs:
+        options.pop("negative_prompt", None)
     if "generator" not in options:
         options["generator"] = torch.Generator().manual_seed(0)
     return pipe(**options)
@@ -232,20 +256,20 @@ def test_prompt_embeddings_stand_in_for_the_prompt(case):
     pipe, extra = case.pipe, case.extra
     with torch.no_grad():
         given = case.embeddings(pipe)
-    from_text = case.pixels(_call(pipe, extra))
-    from_embeds = case.pixels(_call(pipe, extra, prompt=None, **given))
+    from_text = case.pixels(_call(pipe, extra, case.guidance))
+    from_embeds = case.pixels(_call(pipe, extra, case.guidance, prompt=None, **given))
     np.testing.assert_allclose(from_embeds, from_text, atol=1e-5)
     with pytest.raises(ValueError):
-        _call(pipe, extra, **given)  # a prompt and its embeddings: ambiguous
+        _call(pipe, extra, case.guidance, **given)  # a prompt and its embeddings: ambiguous
 
 
 def test_latent_output_chains_into_the_decoder(case):
     pipe, extra = case.pipe, case.extra
-    latents = _call(pipe, extra, output_type="latent").images
+    latents = _call(pipe, extra, case.guidance, output_type="latent").images
     assert isinstance(latents, torch.Tensor)
     with torch.no_grad():
         decoded = case.decode(latents)
-    np.testing.assert_allclose(decoded, case.pixels(_call(pipe, extra)), atol=1e-5)
+    np.testing.assert_allclose(decoded, case.pixels(_call(pipe, extra, case.guidance)), atol=1e-5)
 
 
 def test_callbacks_read_and_change_latents_and_guidance(case):
@@ -255,41 +279,42 @@ def test_callbacks_read_and_change_latents_and_guidance(case):
     # Guidance is weakened, not turned off: turning it off mid-run also needs the embeddings
     # halved in diffusers' SD pipelines (their SDCFGCutoffCallback does both).
     def weaker(pipeline, step, timestep, tensors):
-        seen.append((step, pipeline.num_timesteps, pipeline.guidance_scale))
-        pipeline._guidance_scale = 2.0
+        seen.append((step, pipeline.num_timesteps, getattr(pipeline, case.guidance)))
+        setattr(pipeline, f"_{case.guidance}", 2.0)
         return {"latents": tensors["latents"]}
 
-    changed = case.pixels(_call(pipe, extra, callback_on_step_end=weaker))
+    changed = case.pixels(_call(pipe, extra, case.guidance, callback_on_step_end=weaker))
     assert seen == [(0, 2, 4.0), (1, 2, 2.0)] * case.stages
-    assert not np.allclose(changed, case.pixels(_call(pipe, extra)))
+    assert not np.allclose(changed, case.pixels(_call(pipe, extra, case.guidance)))
 
     def zero(pipeline, step, timestep, tensors):
         return {"latents": torch.zeros_like(tensors["latents"])}
 
-    flat = _call(pipe, extra, output_type="latent", callback_on_step_end=zero).images
+    flat = _call(pipe, extra, case.guidance, output_type="latent", callback_on_step_end=zero).images
     assert not flat.any()
 
 
 def test_a_batch_equals_single_calls(case):
     pipe, extra = case.pipe, case.extra
     seeds = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    batch = case.pixels(_call(pipe, extra, generator=seeds))
+    batch = case.pixels(_call(pipe, extra, case.guidance, generator=seeds))
     for index, (prompt, seed) in enumerate(zip(["an ice cream", "a cloud"], (1, 2),
                                                strict=True)):
-        single = case.pixels(_call(pipe, extra, prompt=prompt,
+        single = case.pixels(_call(pipe, extra, case.guidance, prompt=prompt,
                               generator=torch.Generator().manual_seed(seed)))
         # (within one 8-bit step: layered pipelines composite 8-bit layers)
         np.testing.assert_allclose(batch[index], single[0], atol=1 / 255 + 1e-6)
-    repeated = case.pixels(_call(pipe, extra, num_images_per_prompt=2))
+    repeated = case.pixels(_call(pipe, extra, case.guidance, num_images_per_prompt=2))
     assert repeated.shape[0] == 4
 
 
 def test_attention_slicing_leaves_the_output_alone(case):
     pipe, extra = case.pipe, case.extra
-    before = case.pixels(_call(pipe, extra))
+    before = case.pixels(_call(pipe, extra, case.guidance))
     pipe.enable_attention_slicing()
     try:
-        np.testing.assert_allclose(case.pixels(_call(pipe, extra)), before, atol=1e-5)
+        np.testing.assert_allclose(case.pixels(_call(pipe, extra, case.guidance)), before,
+                                   atol=1e-5)
     finally:
         pipe.disable_attention_slicing()
 
@@ -299,29 +324,37 @@ def test_save_and_load_give_the_same_pictures(case, tmp_path):
     pipe.save_pretrained(tmp_path)
     again = type(pipe).from_pretrained(tmp_path, local_files_only=True)
     again.set_progress_bar_config(disable=True)
-    np.testing.assert_allclose(case.pixels(_call(again, extra)), case.pixels(_call(pipe, extra)),
+    np.testing.assert_allclose(case.pixels(_call(again, extra, case.guidance)),
+                               case.pixels(_call(pipe, extra, case.guidance)),
                                atol=1e-4)  # float reordering after a reload, two stages deep
 
 
 def test_the_tuple_form_carries_everything_the_output_does(case):
     pipe, extra = case.pipe, case.extra
-    output = _call(pipe, extra)
-    as_tuple = _call(pipe, extra, return_dict=False)
+    output = _call(pipe, extra, case.guidance)
+    as_tuple = _call(pipe, extra, case.guidance, return_dict=False)
     assert len(as_tuple) == len(vars(output))
     np.testing.assert_allclose(np.asarray(as_tuple[0]), np.asarray(output.images), atol=1e-6)
 
 
 def test_every_output_type_shows_the_same_pictures(case):
     pipe, extra = case.pipe, case.extra
-    array = np.asarray(_call(pipe, extra).images)
-    tensor = _call(pipe, extra, output_type="pt").images
-    assert isinstance(tensor, torch.Tensor) and tensor.shape[1] == array.shape[-1]
-    np.testing.assert_allclose(tensor.permute(0, 2, 3, 1).numpy(), array, atol=1e-6)
-    pictures = _call(pipe, extra, output_type="pil").images
-    eight_bit = np.stack([np.asarray(picture) for picture in pictures]) / 255
+    array = np.asarray(_call(pipe, extra, case.guidance).images)
+    tensor = _call(pipe, extra, case.guidance, output_type="pt").images
+    assert isinstance(tensor, torch.Tensor) and tensor.shape[-3] == array.shape[-1]
+    np.testing.assert_allclose(np.moveaxis(tensor.numpy(), -3, -1), array, atol=1e-6)
+    pictures = _call(pipe, extra, case.guidance, output_type="pil").images
+    eight_bit = _stacked(pictures) / 255
     np.testing.assert_allclose(eight_bit, array, atol=0.5 / 255 + 1e-6)
     with pytest.raises(ValueError, match="output_type"):
-        _call(pipe, extra, output_type="numpy")
+        _call(pipe, extra, case.guidance, output_type="numpy")
+
+
+def _stacked(pictures) -> np.ndarray:
+    """PIL pictures, or lists of them (one list per image for layered outputs), as one array."""
+    if isinstance(pictures, (list, tuple)):
+        return np.stack([_stacked(one) for one in pictures])
+    return np.asarray(pictures)
 
 
 def test_the_pipeline_runs_in_another_dtype(case):
@@ -330,7 +363,7 @@ def test_the_pipeline_runs_in_another_dtype(case):
     modules = {name: part.dtype for name, part in pipe.components.items()
                if isinstance(part, torch.nn.Module)}
     assert set(modules.values()) == {torch.bfloat16}, modules
-    pixels = case.pixels(_call(pipe, case.extra))
+    pixels = case.pixels(_call(pipe, case.extra, case.guidance))
     assert pixels.dtype in (np.float32, np.float64) and np.isfinite(pixels).all()
 
 

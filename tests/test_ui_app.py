@@ -225,3 +225,24 @@ def test_move_scale_turn_and_flip_a_layer_then_undo(server, tmp_path):
     for _ in range(3):
         undone = c.predict(api_name="/undo")
     assert corner(undone) == (30, 40)
+
+
+def test_decompose_a_picture_then_split_a_layer(server, tmp_path):
+    from layerstudio.datasets.generate import generate as sample
+
+    picture = tmp_path / "design.png"
+    sample("design", 3, size=96, split="heldout").stack.save(picture)
+    c = client(server)
+    drawn = {"background": handle_file(str(picture)), "layers": [], "composite": None}
+    result = c.predict(drawn, "classical", "auto", "", "", 0, None, api_name="/decompose")
+    assert result[-1].startswith("Made ") and "by classical" in result[-1]
+    made = int(result[-1].split()[1])
+    assert status(result).startswith(f"96x96 px · {made} layers")
+    result = c.predict(0, api_name="/select_layer")
+    result = c.predict("classical", "2", "", 0, None, api_name="/decompose_layer")
+    assert result[-1].startswith("Split the layer into")
+    boxed = c.predict(drawn, "classical", "auto", "0,0,2,2", "", 0, None, api_name="/decompose")
+    assert boxed[-1].startswith("Made 1 layer")
+    with pytest.raises(AppError, match="upload a picture"):
+        c.predict({"background": None, "layers": [], "composite": None}, "classical", "auto",
+                  "", "", 0, None, api_name="/decompose")

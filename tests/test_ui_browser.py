@@ -172,3 +172,22 @@ def test_stop_ends_a_long_run_and_keeps_the_document(page):
     notice = page.locator("#generate-notice").inner_text()
     assert "Generating stopped at step" in notice and "of 100" in notice
     assert page.locator("#status").inner_text() == before
+
+
+def test_the_decompose_tab_turns_a_picture_into_layers(page, tmp_path):
+    from layerstudio.datasets.generate import generate
+
+    picture = tmp_path / "design.png"
+    generate("design", 3, size=96, split="heldout").stack.save(picture)
+    page.get_by_role("tab", name="Decompose").click()
+    page.locator("#decompose-picture input[type=file]").first.set_input_files(str(picture))
+    page.locator("#decompose-picture canvas").first.wait_for(timeout=20_000)
+    page.wait_for_timeout(500)
+    page.locator("#decompose").click()
+    page.wait_for_function(
+        "document.querySelector('#decompose-notice')?.innerText.includes('Made')",
+        timeout=60_000)
+    notice = page.locator("#decompose-notice").inner_text()
+    assert "by classical" in notice and "re-composite to the picture at" in notice
+    assert page.locator("#status").inner_text().startswith("96x96 px")
+    page.get_by_role("tab", name="Generate").click()

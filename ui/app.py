@@ -18,6 +18,7 @@ import gradio as gr
 
 from layerstudio.studio import Studio
 
+from .decompose_tab import build_decompose_tab
 from .generate import build_generate_tab
 from .layers_panel import (
     build_document_view,
@@ -61,6 +62,8 @@ def build_app(studio: Studio | None = None, *, concurrency: int = 1,
             with gr.Column(scale=2), gr.Tabs():
                 with gr.Tab("Generate", id="generate"):
                     build_generate_tab(app, view, studio, flags, concurrency)
+                with gr.Tab("Decompose", id="decompose"):
+                    build_decompose_tab(view, studio, flags, concurrency)
                 with gr.Tab("Open", id="open"):
                     build_open_tab(view)
             with gr.Column(scale=3):

@@ -133,12 +133,14 @@ class StopFlags:
     @staticmethod
     def step_callback(flag: threading.Event, progress: Callable[..., Any],
                       what: str) -> Callable[[int, int], None]:
-        """A Studio ``on_step`` that moves the progress bar and honours Stop."""
+        """A Studio ``on_step`` that moves the progress bar and honours Stop (a total of 0:
+        not known in advance)."""
 
         def on_step(done: int, total: int) -> None:
             if flag.is_set():
-                raise Cancelled(f"{what} stopped at step {done} of {total}")
-            progress((done, total), desc=what, unit="steps")
+                raise Cancelled(f"{what} stopped at step {done} of {total}" if total > 0 else
+                                f"{what} stopped after {done} steps")
+            progress((done, total if total > 0 else None), desc=what, unit="steps")
 
         return on_step
 

@@ -1,0 +1,157 @@
+"""The Decompose tab: a picture becomes a layered document, or one layer becomes a group.
+
+The method list, and which options each method takes, come from the decompose table
+(:data:`layerstudio.decompose.DECOMPOSITION`), so a new method appears here without a change
+to this file. The picture is uploaded into an image editor whose brush marks the region to
+decompose (optional; a typed box works too); the result replaces the document in the Layers
+panel, where everything (export included) works on it. "Decompose the selected layer" splits
+that layer of the current document into a group in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from layerstudio.decompose import DECOMPOSITION, MAX_LAYERS
+from layerstudio.errors import Cancelled, InvalidInputError
+from layerstudio.studio import Studio
+
+from .layers_panel import DocumentView
+from .mask import painted_mask
+from .runs import StopFlags, friendly, wire_run
+from .session import Session
+
+__all__ = ["LAYER_CHOICES", "build_decompose_tab", "decompose_arguments"]
+
+LAYER_CHOICES = ["auto", *(str(n) for n in range(2, 13))]
+
+
+def _picture(drawn: Any) -> np.ndarray:
+    """The uploaded picture from the editor's value."""
+    background = drawn.get("background") if isinstance(drawn, dict) else None
+    if background is None:
+        raise InvalidInputError("upload a picture to decompose first")
+    return np.asarray(background)
+
+
+def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: float | None,
+                        steps: float | None, region: np.ndarray | None) -> dict[str, Any]:
+    """Keywords for :meth:`Studio.decompose` from the form: only the options the method
+    takes (the others stay hidden in the page and are not sent)."""
+    takes = DECOMPOSITION.get(method).takes
+    arguments: dict[str, Any] = {"method": method}
+    if "layers" in takes:
+        arguments["layers"] = layers or "auto"
+    if "box" in takes and box.strip():
+        arguments["box"] = box.strip()
+    if "mask" in takes and region is not None:
+        if "box" in arguments:
+            raise InvalidInputError("paint a region or type a box, not both")
+        arguments["mask"] = region
+    if "prompt" in takes:
+        arguments["prompt"] = prompt.strip() or None
+    if "seed" in takes:
+        arguments["seed"] = int(seed or 0)
+    if "steps" in takes and steps:
+        arguments["steps"] = int(steps)
+    return arguments
+
+
+def _summary(info: dict[str, Any], what: str) -> str:
+    notes = "".join(f" Note: {note}." for note in info.get("notes", []))
+    return (f"{what} {info['layers']} layer{'' if info['layers'] == 1 else 's'} by "
+            f"{info['method']} in {info['seconds']:.1f} s; they re-composite to the picture at "
+            f"{info['recomposition_psnr']} dB.{notes}")
+
+
+def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
+                        concurrency: int) -> None:
+    """Lay out the Decompose tab (inside the caller's ``gr.Tab``) and wire it to ``view``."""
+    picture = gr.ImageEditor(
+        label="Picture (optional: brush over the part to decompose)", type="numpy",
+        image_mode="RGBA", sources=["upload", "clipboard"], transforms=[], layers=False,
+        format="png", elem_id="decompose-picture",
+        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=24))
+    method = gr.Dropdown(list(DECOMPOSITION), value=DECOMPOSITION.default, label="Method",
+                         info=DECOMPOSITION.get(DECOMPOSITION.default).summary,
+                         elem_id="decompose-method")
+    with gr.Row():
+        layers = gr.Dropdown(LAYER_CHOICES, value="auto", label="Layers",
+                             info=f"background included; up to {MAX_LAYERS}",
+                             allow_custom_value=True, elem_id="decompose-layers")
+        box = gr.Textbox(label="Box x,y,w,h (optional)", elem_id="decompose-box")
+    prompt = gr.Textbox(label="What the picture shows", visible=False)
+    with gr.Row():
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", visible=False)
+        steps = gr.Number(value=None, precision=0, minimum=1, label="Steps", visible=False)
+    with gr.Row():
+        start = gr.Button("Decompose", variant="primary", elem_id="decompose")
+        split = gr.Button("Decompose the selected layer", elem_id="decompose-layer")
+        stop = gr.Button("Stop", variant="stop")
+    notice = gr.Markdown("", elem_id="decompose-notice", min_height=48)
+
+    def method_changed(chosen: str) -> tuple[Any, ...]:
+        entry = DECOMPOSITION.get(chosen)
+        return (gr.Dropdown(info=entry.summary), gr.update(visible="layers" in entry.takes),
+                gr.update(visible="box" in entry.takes),
+                gr.update(visible="prompt" in entry.takes),
+                gr.update(visible="seed" in entry.takes),
+                gr.update(visible="steps" in entry.takes))
+
+    method.change(method_changed, method, [method, layers, box, prompt, seed, steps],
+                  api_name=False)
+
+    def run(session: Session | None, request: gr.Request, progress: gr.Progress, what: str,
+            work) -> tuple[Any, ...]:
+        session = session or Session()
+        try:
+            with flags.running(request.session_hash, what) as flag:
+                progress(0, desc=what)
+                message = work(session, flags.step_callback(flag, progress, what))
+        except Cancelled as exc:
+            return (*view.render(session), f"{str(exc).capitalize()}; the document is "
+                                           "unchanged.")
+        return (*view.render(session), message)
+
+    @friendly
+    def decompose(session: Session | None, drawn: Any, chosen: str, count: str, typed: str,
+                  text: str, number: float | None, step_count: float | None,
+                  request: gr.Request, progress: gr.Progress = gr.Progress()
+                  ) -> tuple[Any, ...]:
+        pixels = _picture(drawn)
+        region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
+        arguments = decompose_arguments(chosen, count, typed, text, number, step_count, region)
+
+        def work(current: Session, on_step) -> str:
+            stack = studio.decompose(pixels, **arguments, on_step=on_step)
+            current.replace(stack)
+            return _summary(stack.metadata, "Made")
+
+        return run(session, request, progress, "decomposing", work)
+
+    @friendly
+    def decompose_selected(session: Session | None, chosen: str, count: str, text: str,
+                           number: float | None, step_count: float | None,
+                           request: gr.Request, progress: gr.Progress = gr.Progress()
+                           ) -> tuple[Any, ...]:
+        current = session or Session()
+        index = current.current()
+        arguments = decompose_arguments(chosen, count, "", text, number, step_count, None)
+
+        def work(active: Session, on_step) -> str:
+            stack = studio.decompose(active.require(), layer=index, **arguments,
+                                     on_step=on_step)
+            active.replace(stack, selected=index)
+            return _summary(stack.metadata["splits"][-1], "Split the layer into")
+
+        return run(current, request, progress, "decomposing the layer", work)
+
+    wire_run(start, stop, flags, decompose,
+             [view.state, picture, method, layers, box, prompt, seed, steps],
+             [*view.outputs, notice], notice, "decompose", concurrency)
+    wire_run(split, stop, flags, decompose_selected,
+             [view.state, method, layers, prompt, seed, steps],
+             [*view.outputs, notice], notice, "decompose_layer", concurrency)
