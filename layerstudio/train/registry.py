@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from layerstudio.pipelines.qwen_layered.training import (
+    QwenLayeredTransformerTask,
+    QwenLayeredVaeTask,
+)
+
 from .art import ARTDecoderTask, ARTTransformerTask
 from .joint import JointUNetTask
 from .tasks import DiTTextToImageTask, JudgeTask, Task, TextToImageTask, VaeTask
@@ -20,4 +25,6 @@ TASKS: dict[str, type[Task]] = {
     "joint_unet": JointUNetTask,
     "art_decoder": ARTDecoderTask,
     "art_transformer": ARTTransformerTask,
+    "qwen_layered_vae": QwenLayeredVaeTask,
+    "qwen_layered_transformer": QwenLayeredTransformerTask,
 }

@@ -34,9 +34,11 @@ def tiny_qwen_tokenizer():
     return tokenizer
 
 
-def tiny_qwen_layered_components(seed: int = 0, width: int = 16) -> dict[str, Any]:
+def tiny_qwen_layered_components(seed: int = 0, width: int = 16, depth: int = 2,
+                                 heads: int = 3, head_dim: int = 16) -> dict[str, Any]:
     """Scheduler, RGBA VAE, text encoder, tokenizer and transformer for
-    :class:`~.pipeline.QwenLayeredPipeline` (no processor)."""
+    :class:`~.pipeline.QwenLayeredPipeline` (no processor). ``width`` is the text encoder's;
+    ``depth``, ``heads`` and ``head_dim`` size the transformer."""
     from diffusers import (
         AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
@@ -48,8 +50,9 @@ def tiny_qwen_layered_components(seed: int = 0, width: int = 16) -> dict[str, An
     ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     torch.manual_seed(seed)
     transformer = QwenImageTransformer2DModel(
-        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
-        num_attention_heads=3, joint_attention_dim=width, axes_dims_rope=(8, 4, 4),
+        patch_size=2, in_channels=16, out_channels=4, num_layers=depth,
+        attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=width,
+        axes_dims_rope=(head_dim // 2, head_dim // 4, head_dim // 4),
         use_layer3d_rope=True, use_additional_t_cond=True)
     vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
                                  temperal_downsample=[False, True], input_channels=4,
@@ -59,10 +62,12 @@ def tiny_qwen_layered_components(seed: int = 0, width: int = 16) -> dict[str, An
                      "num_attention_heads": 2, "num_key_value_heads": 2,
                      "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default",
                                       "type": "default"},
-                     "rope_theta": 1e6, "vocab_size": len(tokenizer)},
+                     "rope_theta": 1e6, "vocab_size": len(tokenizer),
+                     "bos_token_id": ids[0], "eos_token_id": ids[0], "pad_token_id": ids[0]},
         vision_config={"depth": 1, "hidden_size": width, "intermediate_size": width,
                        "num_heads": 2, "out_hidden_size": width},
-        vocab_size=len(tokenizer), vision_start_token_id=ids[3], vision_end_token_id=ids[4],
+        vocab_size=len(tokenizer), bos_token_id=ids[0], eos_token_id=ids[0],
+        pad_token_id=ids[0], vision_start_token_id=ids[3], vision_end_token_id=ids[4],
         image_token_id=ids[5], video_token_id=ids[6])
     text_encoder = Qwen2_5_VLForConditionalGeneration(config)
     return {"scheduler": FlowMatchEulerDiscreteScheduler(), "vae": vae,
