@@ -54,11 +54,12 @@ def _capped(stack: LayerStack, max_layers: int) -> LayerStack:
 def layered_scene(seed: int, index: int, max_layers: int = 4, split: str = "train",
                   size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """One scene: (layers (L, 4, H, W), composite (4, H, W)), straight RGBA in [0, 1],
-    alternating ``design`` and ``objects`` scenes."""
+    alternating ``design`` and ``objects`` scenes, capped in turn at 2, 3, ... ``max_layers``
+    layers so that every layer count is learned."""
     kind = ("design", "objects")[index % 2]
     options = {"max_elements": 4} if kind == "design" else {"max_objects": 3}
     sample = generate(kind, index, seed=seed, size=size, split=split, **options)
-    stack = _capped(sample.stack, max_layers)
+    stack = _capped(sample.stack, 2 + (index // 2) % max(1, max_layers - 1))
     layers = torch.from_numpy(np.stack(stack_layers(stack))).permute(0, 3, 1, 2)
     composite = torch.from_numpy(stack.composite_array()).permute(2, 0, 1)
     return layers.float(), composite.float()
@@ -154,6 +155,13 @@ class QwenLayeredTransformerTask(Task):
             self.prompt_embeds, self.prompt_mask = helper.encode_prompt(PROMPT, device)
 
     def trainable(self) -> nn.Module:
+        """The transformer: fresh, or from an earlier run's (option ``init_from``)."""
+        from diffusers import QwenImageTransformer2DModel
+
+        start = self.options.get("init_from")
+        if start:
+            return nn.ModuleDict({"transformer": QwenImageTransformer2DModel.from_pretrained(
+                Path(start) / "transformer", dtype=torch.float32)})
         return nn.ModuleDict({"transformer": self._fresh_transformer})
 
     def batch(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
