@@ -134,6 +134,7 @@ def test_regenerate_inside_a_painted_mask(page):
         timeout=30_000)
     page.wait_for_timeout(300)
     stroke(page, "#mask")
+    page.wait_for_timeout(1000)  # the editor sends its painted layer after the stroke ends
     page.locator("#regen-prompt textarea").fill("a red apple")
     page.locator("#regenerate").click()
     page.wait_for_function(
