@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
-from .document import LayerStack
+from .document import LayerStack, layer_key
 from .errors import InvalidInputError, LayerStudioError
 from .io import LAYERED_SUFFIXES
 
@@ -48,7 +48,7 @@ def _chosen_layer(stack: LayerStack, given: str | None) -> int | str:
     layer (never a hidden reference layer)."""
     if given is None:
         return stack.top_visible()
-    return int(given) if given.lstrip("-").isdigit() else given
+    return layer_key(given)
 
 
 def _save_output(stack: LayerStack, path: str) -> Path:
@@ -131,16 +131,21 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_preview(args: argparse.Namespace) -> int:
+def _write_sheet(stack: LayerStack, path: str | Path, **options: int) -> None:
+    """A contact sheet of every layer and the composite, written atomically as PNG."""
     from .io.atomic import atomic_path
     from .preview import contact_sheet
 
+    sheet = contact_sheet(stack, **options)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, "PNG")
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
     if Path(args.output).suffix.lower() != ".png":
         raise LayerStudioError("the preview is written as .png")
     stack = _load(args.input)
-    sheet = contact_sheet(stack, tile=args.tile, columns=args.columns)
-    with atomic_path(args.output) as tmp:
-        sheet.save(tmp, "PNG")
+    _write_sheet(stack, args.output, tile=args.tile, columns=args.columns)
     print(f"wrote {args.output} ({len(stack)} layer{'' if len(stack) == 1 else 's'} + composite)")
     return 0
 
@@ -250,12 +255,8 @@ def cmd_decompose(args: argparse.Namespace) -> int:
                f" by {info['method']}, re-composing at {info['recomposition_psnr']} dB, "
                f"{info['seconds']} s)")
     if args.preview:
-        from .io.atomic import atomic_path
-        from .preview import contact_sheet
-
         preview = Path(path).with_suffix(".preview.png")
-        with atomic_path(preview) as tmp:
-            contact_sheet(stack).save(tmp, "PNG")
+        _write_sheet(stack, preview)
         message += f" and preview {preview}"
     print(message)
     for note in info.get("notes", []):

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .compositing import to_float_rgba
 from .document import LayerStack
 from .errors import InvalidInputError
-from .imaging import as_rgba_array
+from .imaging import as_rgba_array, resized_straight
 from .methods import Method, MethodTable
 
 __all__ = ["DECOMPOSITION", "MAX_LAYERS", "Request", "auto_layer_count", "parse_box",
@@ -79,21 +80,10 @@ def auto_layer_count(rgb: np.ndarray) -> int:
 
 
 def _frames_at(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(L, h, w, 4) straight RGBA float frames resized to ``size`` (w, h), premultiplied
-    while resampling so transparent colour does not bleed in."""
-    import cv2
-
+    """(L, h, w, 4) straight RGBA float frames resized to ``size`` (w, h)."""
     if frames.shape[2:0:-1] == tuple(size):
         return frames
-    out = []
-    for frame in frames:
-        premultiplied = np.concatenate([frame[..., :3] * frame[..., 3:], frame[..., 3:]], -1)
-        resized = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA
-                             if size[0] < frame.shape[1] else cv2.INTER_CUBIC).clip(0, 1)
-        alpha = resized[..., 3:]
-        colour = np.where(alpha > 0, resized[..., :3] / np.maximum(alpha, 1e-6), 0)
-        out.append(np.concatenate([colour.clip(0, 1), alpha], -1))
-    return np.stack(out).astype(np.float32)
+    return np.stack([resized_straight(frame, size) for frame in frames])
 
 
 def _model_method(preset_name: str) -> Callable[[Request, Any], LayerStack]:
@@ -106,6 +96,8 @@ def _model_method(preset_name: str) -> Callable[[Request, Any], LayerStack]:
         from layerstudio.pipelines.qwen_layered.pipeline import frames_to_stack
         from layerstudio.presets import get_preset
 
+        from .studio import step_hook
+
         preset = get_preset(preset_name)
         steps = preset.steps if request.steps is None else int(request.steps)
         if not 1 <= steps <= 1000:
@@ -113,13 +105,7 @@ def _model_method(preset_name: str) -> Callable[[Request, Any], LayerStack]:
         count = request.layers or auto_layer_count(request.rgb)
         pipe = studio.pipeline(preset_name)
         picture = np.rint(request.rgb * 255).astype(np.uint8)
-        hook = {}
-        if request.on_step is not None:
-            def report(pipeline, step: int, _timestep, tensors: dict) -> dict:
-                request.on_step(step + 1, steps)
-                return tensors
-
-            hook = {"callback_on_step_end": report}
+        hook = step_hook(request.on_step, steps)
         try:
             output = pipe(picture, request.prompt, negative_prompt=" ",
                           true_cfg_scale=preset.guidance, layers=count,
@@ -172,14 +158,11 @@ def read_mask(mask: Any, size: tuple[int, int]) -> np.ndarray:
     as booleans."""
     if isinstance(mask, (str, Path)):
         mask = LayerStack.load(mask).composite()
-    pixels = as_rgba_array(mask, what="the mask")
+    pixels = to_float_rgba(as_rgba_array(mask, what="the mask"))
     if pixels.shape[1::-1] != tuple(size):
         raise InvalidInputError(f"the mask is {pixels.shape[1]}x{pixels.shape[0]}, the picture "
                                 f"{size[0]}x{size[1]}")
-    scale = 65535 if pixels.dtype == np.uint16 else 255 if pixels.dtype == np.uint8 else 1
-    grey = pixels[..., :3].astype(np.float32).mean(-1) / scale
-    alpha = pixels[..., 3].astype(np.float32) / scale
-    selected = (grey * alpha) > 0.5
+    selected = (pixels[..., :3].mean(-1) * pixels[..., 3]) > 0.5
     if not selected.any():
         raise InvalidInputError("the mask selects nothing (white marks the region)")
     return selected

@@ -23,7 +23,7 @@ from .adjustments import Adjustment
 from .blend import BlendMode
 from .compositing import GroupNode, PixelNode, render, to_float_rgba
 from .errors import ImageTooLargeError, InvalidInputError
-from .imaging import as_rgba_array, fit_within, to_uint8
+from .imaging import as_rgba_array, fit_within, resized_straight, to_uint8
 from .jsonsafe import check_value
 from .limits import (
     MAX_GROUP_DEPTH,
@@ -33,7 +33,7 @@ from .limits import (
     max_document_pixels,
 )
 
-__all__ = ["KNOWN_KINDS", "GroupInfo", "Layer", "LayerStack", "unique_group_name"]
+__all__ = ["KNOWN_KINDS", "GroupInfo", "Layer", "LayerStack", "layer_key", "unique_group_name"]
 
 KNOWN_KINDS = ("background", "object", "effect", "text", "lineart", "flat", "shadow",
                "highlight", "composite", "other")
@@ -240,18 +240,8 @@ class Layer:
         check_size(width, height, what=f"layer {self.name!r} scaled")
         if self.pixels.size == 0 or (width, height) == (self.width, self.height):
             return self.copy(pixels=self.pixels)
-        straight = to_float_rgba(self.pixels)
-        premultiplied = np.concatenate([straight[..., :3] * straight[..., 3:], straight[..., 3:]],
-                                       axis=2)
-        channels = [np.asarray(Image.fromarray(np.ascontiguousarray(premultiplied[..., c]), "F")
-                               .resize((width, height), Image.Resampling.LANCZOS))
-                    for c in range(4)]
-        resized = np.clip(np.stack(channels, axis=2), 0.0, 1.0)
-        alpha = resized[..., 3:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            colour = np.where(alpha > 0, resized[..., :3] / alpha, 0.0)
-        pixels = _like_dtype(np.concatenate([np.clip(colour, 0, 1), alpha], axis=2)
-                             .astype(np.float32), self.pixels)
+        pixels = _like_dtype(resized_straight(to_float_rgba(self.pixels), (width, height)),
+                             self.pixels)
         x, y = self.offset
         return self.copy(pixels=pixels, offset=(x + (self.width - width) // 2,
                                                 y + (self.height - height) // 2))
@@ -528,6 +518,14 @@ class LayerStack:
         from .io import load_stack
 
         return load_stack(path, **options)
+
+
+def layer_key(given: int | str) -> int | str:
+    """How users name a layer on a command line or in a job: a whole number ("0", "-1") is an
+    index, anything else a name."""
+    if isinstance(given, str) and given.lstrip("-").isdigit():
+        return int(given)
+    return given
 
 
 def unique_group_name(taken: dict[tuple[str, ...], int], parent: tuple[str, ...], name: str) -> str:

@@ -13,7 +13,7 @@ from .errors import InvalidInputError
 from .limits import check_size
 
 __all__ = ["FITS", "as_rgba_array", "checkerboard", "enlarged", "fit_square", "fit_within",
-           "over_checkerboard", "to_uint8"]
+           "over_checkerboard", "resized_straight", "to_uint8"]
 
 _ALLOWED_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -74,6 +74,20 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint16:
         return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def resized_straight(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Straight RGBA float (h, w, 4) in [0, 1] resized to ``size`` (w, h): Lanczos on
+    premultiplied colour, so transparent colour does not bleed into the edges."""
+    premultiplied = np.concatenate([rgba[..., :3] * rgba[..., 3:], rgba[..., 3:]], axis=2)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(premultiplied[..., c],
+                                                                dtype=np.float32), "F")
+                           .resize(size, Image.Resampling.LANCZOS)) for c in range(4)]
+    resized = np.clip(np.stack(channels, axis=2), 0.0, 1.0)
+    alpha = resized[..., 3:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        colour = np.where(alpha > 0, resized[..., :3] / alpha, 0.0)
+    return np.concatenate([np.clip(colour, 0, 1), alpha], axis=2).astype(np.float32)
 
 
 def checkerboard(size: tuple[int, int], cell: int = 8,

@@ -25,14 +25,15 @@ import numpy as np
 from PIL import Image
 
 from .blend import BlendMode
-from .document import GroupInfo, Layer, LayerStack
+from .compositing import to_float_rgba
+from .document import GroupInfo, Layer, LayerStack, layer_key
 from .errors import InvalidInputError
 from .imaging import as_rgba_array, fit_square
 from .methods import Method, MethodTable
 from .presets import get_preset, load_preset, vocabulary_hint
 
 __all__ = ["DEFAULT_MODEL", "GENERATION", "MODES", "MODE_MODELS", "StepCallback", "Studio",
-           "layer_prompts", "resolve_boxes"]
+           "layer_prompts", "resolve_boxes", "step_hook"]
 
 StepCallback = Callable[[int, int], None]
 """``on_step(done, total)``, called after every denoising step; raising
@@ -217,7 +218,7 @@ _LABELS = {"boxes": "boxes are", "foreground_prompt": "foreground and background
            "background_prompt": "foreground and background prompts are"}
 
 
-def _step_hook(on_step: StepCallback | None, steps: int) -> dict[str, Any]:
+def step_hook(on_step: StepCallback | None, steps: int) -> dict[str, Any]:
     """The ``callback_on_step_end`` option that reports progress to ``on_step``; the total is
     the pipeline's own count when it keeps one (img2img runs ``strength`` of the steps)."""
     if on_step is None:
@@ -327,7 +328,7 @@ class Studio:
                 raise InvalidInputError(f"--augment needs a transparent model; {model!r} "
                                         "generates opaque images")
             options["augment"] = True
-        options.update(_step_hook(on_step, steps))
+        options.update(step_hook(on_step, steps))
         with self._lock:
             started = time.perf_counter()
             result = pipe(prompt, **options)
@@ -400,7 +401,7 @@ class Studio:
                                        generator=torch.Generator().manual_seed(seed))
         if negative_prompt:
             options["negative_prompt"] = negative_prompt
-        options.update(_step_hook(on_step, steps))
+        options.update(step_hook(on_step, steps))
         with self._lock:
             started = time.perf_counter()
             made = editor(prompt, image=canvas, mask=mask, strength=strength, augment=augment,
@@ -446,9 +447,7 @@ class Studio:
                                             "prompt": prompt or None, "steps": steps})
         if mask is not None and box is not None:
             raise InvalidInputError("give a mask or a box, not both")
-        pixels = _pixels(image, "the picture")
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, 1.0)
-        rgba = pixels.astype(np.float32) / scale
+        rgba = to_float_rgba(_pixels(image, "the picture"))
         notes = []
         if (rgba[..., 3] < 1).any():
             notes.append("the picture's transparency was flattened onto white before "
@@ -485,15 +484,13 @@ class Studio:
         if not isinstance(stack, LayerStack):
             raise InvalidInputError("the document must be a LayerStack or a file path")
         stack = stack.copy()
-        index = stack.top_visible() if layer is None else stack.index(
-            int(layer) if isinstance(layer, str) and layer.lstrip("-").isdigit() else layer)
+        index = stack.top_visible() if layer is None else stack.index(layer_key(layer))
         target = stack.layers[index]
         if target.adjustment is not None or target.is_empty:
             raise InvalidInputError(f"{target.name!r} has no pixels to decompose")
         parts = self.decompose(target.pixels, method=method, layers=layers, prompt=prompt,
                                seed=seed, steps=steps, on_step=on_step)
-        alpha = as_rgba_array(target.pixels)[..., 3]
-        cover = alpha.astype(np.float32) / (65535.0 if alpha.dtype == np.uint16 else 255.0)
+        cover = to_float_rgba(as_rgba_array(target.pixels))[..., 3]
         group = (*target.group, target.name)
         stack.set_group(group, GroupInfo(target.opacity, target.blend_mode, target.visible)
                         if target.blend_mode is not BlendMode.NORMAL or target.opacity < 1

@@ -46,6 +46,12 @@ def page():
     app.close()
 
 
+def shows(page, selector: str, text: str, timeout: int) -> None:
+    """Wait until the element ``selector`` shows ``text``."""
+    page.wait_for_function("([selector, text]) => document.querySelector(selector)"
+                           "?.innerText.includes(text)", arg=[selector, text], timeout=timeout)
+
+
 def model_choices(page) -> list[str]:
     page.locator("#model input").click()
     options = page.locator("ul[role=listbox] li")
@@ -68,8 +74,7 @@ def test_generate_see_layers_and_download_psd(page, tmp_path):
     page.get_by_label("Prompt").fill("a cat and a ball")
     page.get_by_label("Layers in boxes").check()
     page.locator("#generate").click()
-    page.wait_for_function(
-        "document.querySelector('#status')?.innerText.includes('4 layers')", timeout=60_000)
+    shows(page, "#status", "4 layers", timeout=60_000)
     page.locator("#layers .caption-label").nth(3).wait_for(timeout=20_000)
     captions = page.locator("#layers .caption-label").all_inner_texts()
     assert captions == ["merged (as generated) (hidden)", "region 2", "region 1", "background"]
@@ -118,8 +123,7 @@ def test_a_drawn_region_becomes_a_layer(page):
     page.get_by_label("Draw regions").check()
     stroke(page, "#sketch")
     page.locator("#generate").click()
-    page.wait_for_function(
-        "document.querySelector('#status')?.innerText.includes('3 layers')", timeout=60_000)
+    shows(page, "#status", "3 layers", timeout=60_000)
     page.locator("#layers .caption-label").nth(2).wait_for(timeout=20_000)
     assert page.locator("#layers .caption-label").all_inner_texts() == \
         ["merged (as generated) (hidden)", "region 1", "background"]
@@ -129,17 +133,14 @@ def test_a_drawn_region_becomes_a_layer(page):
 def test_regenerate_inside_a_painted_mask(page):
     page.get_by_text("Regenerate the selected layer").click()
     page.locator("#mask-load").click()
-    page.wait_for_function(  # the layer is on the canvas: strokes from now on are kept
-        "document.querySelector('#regenerate-notice')?.innerText.includes('Paint over')",
-        timeout=30_000)
+    # the layer is on the canvas: strokes from now on are kept
+    shows(page, "#regenerate-notice", "Paint over", timeout=30_000)
     page.wait_for_timeout(300)
     stroke(page, "#mask")
     page.wait_for_timeout(1000)  # the editor sends its painted layer after the stroke ends
     page.locator("#regen-prompt textarea").fill("a red apple")
     page.locator("#regenerate").click()
-    page.wait_for_function(
-        "document.querySelector('#regenerate-notice')?.innerText.includes('Regenerated')",
-        timeout=60_000)
+    shows(page, "#regenerate-notice", "Regenerated", timeout=60_000)
     assert "(inside the painted mask)" in page.locator("#regenerate-notice").inner_text()
 
 
@@ -163,13 +164,11 @@ def test_stop_ends_a_long_run_and_keeps_the_document(page):
     size.press("Enter")
     before = page.locator("#status").inner_text()
     page.locator("#generate").click()
-    page.wait_for_function(  # the progress bar counts steps on the notice line
-        "document.querySelector('#generate-notice')?.innerText.includes('/100')",
-        timeout=90_000)  # the first step waits for the model to load; CI machines are busy
+    # the progress bar counts steps on the notice line; the first step waits for the model
+    # to load, and CI machines are busy
+    shows(page, "#generate-notice", "/100", timeout=90_000)
     page.locator("#stop").click()
-    page.wait_for_function(
-        "document.querySelector('#generate-notice')?.innerText.includes('stopped at step')",
-        timeout=30_000)
+    shows(page, "#generate-notice", "stopped at step", timeout=30_000)
     notice = page.locator("#generate-notice").inner_text()
     assert "Generating stopped at step" in notice and "of 100" in notice
     assert page.locator("#status").inner_text() == before
@@ -185,9 +184,7 @@ def test_the_decompose_tab_turns_a_picture_into_layers(page, tmp_path):
     page.locator("#decompose-picture canvas").first.wait_for(timeout=20_000)
     page.wait_for_timeout(500)
     page.locator("#decompose").click()
-    page.wait_for_function(
-        "document.querySelector('#decompose-notice')?.innerText.includes('Made')",
-        timeout=60_000)
+    shows(page, "#decompose-notice", "Made", timeout=60_000)
     notice = page.locator("#decompose-notice").inner_text()
     assert "by classical" in notice and "re-composite to the picture at" in notice
     assert page.locator("#status").inner_text().startswith("96x96 px")

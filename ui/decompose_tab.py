@@ -16,12 +16,12 @@ import gradio as gr
 import numpy as np
 
 from layerstudio.decompose import DECOMPOSITION, MAX_LAYERS
-from layerstudio.errors import Cancelled, InvalidInputError
+from layerstudio.errors import InvalidInputError
 from layerstudio.studio import Studio
 
 from .layers_panel import DocumentView
 from .mask import painted_mask
-from .runs import StopFlags, friendly, wire_run
+from .runs import StopFlags, cancellable, friendly, wire_run
 from .session import Session
 
 __all__ = ["LAYER_CHOICES", "build_decompose_tab", "decompose_arguments"]
@@ -104,50 +104,45 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
     method.change(method_changed, method, [method, layers, box, prompt, seed, steps],
                   api_name=False)
 
-    def run(session: Session | None, request: gr.Request, progress: gr.Progress, what: str,
-            work) -> tuple[Any, ...]:
-        session = session or Session()
-        try:
-            with flags.running(request.session_hash, what) as flag:
-                progress(0, desc=what)
-                message = work(session, flags.step_callback(flag, progress, what))
-        except Cancelled as exc:
-            return (*view.render(session), f"{str(exc).capitalize()}; the document is "
-                                           "unchanged.")
-        return (*view.render(session), message)
-
     @friendly
     def decompose(session: Session | None, drawn: Any, chosen: str, count: str, typed: str,
                   text: str, number: float | None, step_count: float | None,
                   request: gr.Request, progress: gr.Progress = gr.Progress()
                   ) -> tuple[Any, ...]:
+        session = session or Session()
         pixels = _picture(drawn)
         region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
         arguments = decompose_arguments(chosen, count, typed, text, number, step_count, region)
 
-        def work(current: Session, on_step) -> str:
+        def work(on_step) -> str:
+            progress(0, desc="decomposing")
             stack = studio.decompose(pixels, **arguments, on_step=on_step)
-            current.replace(stack)
+            session.replace(stack)
             return _summary(stack.metadata, "Made")
 
-        return run(session, request, progress, "decomposing", work)
+        message = cancellable(flags, request.session_hash, "decomposing", progress, work,
+                              "the document is unchanged.")
+        return (*view.render(session), message)
 
     @friendly
     def decompose_selected(session: Session | None, chosen: str, count: str, text: str,
                            number: float | None, step_count: float | None,
                            request: gr.Request, progress: gr.Progress = gr.Progress()
                            ) -> tuple[Any, ...]:
-        current = session or Session()
-        index = current.current()
+        session = session or Session()
+        index = session.current()
         arguments = decompose_arguments(chosen, count, "", text, number, step_count, None)
 
-        def work(active: Session, on_step) -> str:
-            stack = studio.decompose(active.require(), layer=index, **arguments,
+        def work(on_step) -> str:
+            progress(0, desc="decomposing the layer")
+            stack = studio.decompose(session.require(), layer=index, **arguments,
                                      on_step=on_step)
-            active.replace(stack, selected=index)
+            session.replace(stack, selected=index)
             return _summary(stack.metadata["splits"][-1], "Split the layer into")
 
-        return run(current, request, progress, "decomposing the layer", work)
+        message = cancellable(flags, request.session_hash, "decomposing the layer", progress,
+                              work, "the document is unchanged.")
+        return (*view.render(session), message)
 
     wire_run(start, stop, flags, decompose,
              [view.state, picture, method, layers, box, prompt, seed, steps],

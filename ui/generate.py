@@ -15,14 +15,14 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from layerstudio.errors import Cancelled, InvalidInputError
+from layerstudio.errors import InvalidInputError
 from layerstudio.io.raster import read_image_file
 from layerstudio.pipelines.anonymous_region import boxes_from_sketch, parse_boxes
 from layerstudio.presets import PRESETS, get_preset, is_available
 from layerstudio.studio import GENERATION, MODE_MODELS, MODES, Studio
 
 from .layers_panel import DocumentView
-from .runs import StopFlags, friendly, wire_run
+from .runs import StopFlags, cancellable, friendly, wire_run
 from .session import Session
 
 __all__ = ["LAYOUT_SOURCES", "MODE_LABELS", "build_generate_tab", "models_for",
@@ -198,20 +198,20 @@ def build_generate_tab(page: gr.Blocks, view: DocumentView, studio: Studio, flag
             background=background_file, foreground=foreground_file, foreground_prompt=front,
             background_prompt=back, layout=source, boxes=typed, sketch=drawing,
             regions=count, augment=cleaner, stop_at=until)
-        try:
-            with flags.running(request.session_hash, "generating") as flag:
-                progress(0, desc="loading the model")
-                stack = studio.generate(**arguments, on_step=flags.step_callback(
-                    flag, progress, "generating"))
-        except Cancelled as exc:
-            return (*view.render(session), arguments["seed"],
-                    f"{str(exc).capitalize()}; the document is unchanged.")
-        session.replace(stack)
-        count = len(stack.layers)
-        notes = "".join(f" Note: {note}." for note in stack.metadata.get("notes", []))
-        return (*view.render(session), arguments["seed"],
-                f"Made {count} layer{'' if count == 1 else 's'} in "
-                f"{stack.metadata.get('seconds', 0):.1f} s (seed {arguments['seed']}).{notes}")
+
+        def work(on_step) -> str:
+            progress(0, desc="loading the model")
+            stack = studio.generate(**arguments, on_step=on_step)
+            session.replace(stack)
+            count = len(stack.layers)
+            notes = "".join(f" Note: {note}." for note in stack.metadata.get("notes", []))
+            return (f"Made {count} layer{'' if count == 1 else 's'} in "
+                    f"{stack.metadata.get('seconds', 0):.1f} s (seed {arguments['seed']})."
+                    f"{notes}")
+
+        message = cancellable(flags, request.session_hash, "generating", progress, work,
+                              "the document is unchanged.")
+        return (*view.render(session), arguments["seed"], message)
 
     wire_run(start, stop, flags, generate,
              [view.state, prompt, negative, mode, model, seed, randomise, steps, guidance, size,

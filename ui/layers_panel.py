@@ -20,12 +20,12 @@ import numpy as np
 
 from layerstudio.blend import BlendMode
 from layerstudio.document import KNOWN_KINDS, LayerStack
-from layerstudio.errors import Cancelled, InvalidInputError
+from layerstudio.errors import InvalidInputError
 from layerstudio.presets import PRESETS, is_available
 from layerstudio.studio import Studio
 
 from .mask import mask_canvas, painted_mask
-from .runs import StopFlags, friendly, wire_run
+from .runs import StopFlags, cancellable, friendly, wire_run
 from .session import Session
 from .views import layer_list, preview, status_line
 
@@ -321,20 +321,20 @@ def wire_regenerate(view: DocumentView, studio: Studio, flags: StopFlags,
             raise InvalidInputError("no model that can edit transparent layers is installed")
         mask = painted_mask(drawn, session.require().size)
         used = secrets.randbelow(2**31) if fresh or number is None else int(number)
-        try:
-            with flags.running(request.session_hash, "regenerating") as flag:
-                edited = studio.edit_layer(
-                    session.require(), index, text, mask=mask, strength=float(amount),
-                    model=preset, seed=used,
-                    on_step=flags.step_callback(flag, progress, "regenerating"))
-        except Cancelled as exc:
-            return (*render(session), used, f"{str(exc).capitalize()}; the layer is unchanged.")
-        session.replace(edited, index)
-        seconds = edited.layers[index].provenance["edit"]["seconds"]
-        where = "inside the painted mask" if mask is not None else "the whole layer"
-        return (*render(session), used,
-                f"Regenerated {edited.layers[index].name!r} ({where}) in {seconds:.1f} s "
-                f"(seed {used}); the other layers are as they were.")
+
+        def work(on_step) -> str:
+            edited = studio.edit_layer(session.require(), index, text, mask=mask,
+                                       strength=float(amount), model=preset, seed=used,
+                                       on_step=on_step)
+            session.replace(edited, index)
+            seconds = edited.layers[index].provenance["edit"]["seconds"]
+            where = "inside the painted mask" if mask is not None else "the whole layer"
+            return (f"Regenerated {edited.layers[index].name!r} ({where}) in {seconds:.1f} s "
+                    f"(seed {used}); the other layers are as they were.")
+
+        message = cancellable(flags, request.session_hash, "regenerating", progress, work,
+                              "the layer is unchanged.")
+        return (*render(session), used, message)
 
     wire_run(start, stop, flags, regenerate,
              [view.state, prompt, strength, seed, randomise, model, painting],

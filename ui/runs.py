@@ -31,7 +31,7 @@ import gradio as gr
 
 from layerstudio.errors import Cancelled, LayerStudioError
 
-__all__ = ["StopFlags", "friendly", "wire_run"]
+__all__ = ["StopFlags", "cancellable", "friendly", "wire_run"]
 
 log = logging.getLogger("layerstudio.ui")
 
@@ -143,6 +143,18 @@ class StopFlags:
             progress((done, total if total > 0 else None), desc=what, unit="steps")
 
         return on_step
+
+
+def cancellable(flags: StopFlags, session: str, what: str, progress: Callable[..., Any],
+                work: Callable[[Callable[[int, int], None]], str], unchanged: str) -> str:
+    """Run ``work(on_step)`` as ``session``'s model run (progress bar, Stop) and return its
+    message; when Stop ends it, the reason followed by ``unchanged`` (what was left as it
+    was)."""
+    try:
+        with flags.running(session, what) as flag:
+            return work(flags.step_callback(flag, progress, what))
+    except Cancelled as exc:
+        return f"{str(exc).capitalize()}; {unchanged}"
 
 
 def wire_run(start: gr.Button, stop: gr.Button, flags: StopFlags, run: Callable[..., Any],

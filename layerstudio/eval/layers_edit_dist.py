@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layerstudio.compositing import to_float_rgba
 from layerstudio.document import LayerStack
 
 __all__ = ["EditScores", "layers_edit_distance", "pair_cost", "scores_at", "stack_layers",
@@ -47,13 +48,6 @@ class EditScores:
     def as_dict(self) -> dict[str, float]:
         return {"edits": self.edits, "rgb_l1": self.rgb_l1, "alpha_iou": self.alpha_iou,
                 "cost": self.cost}
-
-
-def _unit(layer: np.ndarray) -> np.ndarray:
-    array = np.asarray(layer)
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
-    return array.astype(np.float32)
 
 
 def stack_layers(stack: LayerStack) -> list[np.ndarray]:
@@ -183,8 +177,10 @@ def layers_edit_distance(pred: list[np.ndarray] | LayerStack,
     canvas-sized straight RGBA layers (uint8 or float). Returns the scores after 0, 1, ...
     ``max_edits`` greedy merges (fewer rows when no merge helps); ``edit_truth`` allows
     merges on the ground-truth side too (LayerD's default)."""
-    pred_layers = stack_layers(pred) if isinstance(pred, LayerStack) else [_unit(p) for p in pred]
-    true_layers = stack_layers(true) if isinstance(true, LayerStack) else [_unit(t) for t in true]
+    pred_layers = stack_layers(pred) if isinstance(pred, LayerStack) else \
+        [to_float_rgba(np.asarray(p)) for p in pred]
+    true_layers = stack_layers(true) if isinstance(true, LayerStack) else \
+        [to_float_rgba(np.asarray(t)) for t in true]
     if not pred_layers or not true_layers:
         raise ValueError("both decompositions need at least one visible layer")
     shapes = {layer.shape for layer in pred_layers + true_layers}

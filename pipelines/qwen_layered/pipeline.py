@@ -45,7 +45,7 @@ from layerstudio.document import Layer, LayerStack
 
 from ..output_types import check_output_type, pictures_as
 
-__all__ = ["QwenLayeredOutput", "QwenLayeredPipeline", "frames_to_stack"]
+__all__ = ["QwenLayeredOutput", "QwenLayeredPipeline", "frames_to_stack", "latent_statistics"]
 
 
 @dataclass
@@ -56,6 +56,14 @@ class QwenLayeredOutput(BaseOutput):
 
     images: list[Any] | np.ndarray | torch.Tensor
     layers: list[LayerStack]
+
+
+def latent_statistics(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE config's per-channel latent mean and std, shaped (1, C, 1, 1, 1) to
+    normalise (B, C, frames, h, w) latents like ``like``."""
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    return (torch.tensor(vae.config.latents_mean).view(shape).to(like),
+            torch.tensor(vae.config.latents_std).view(shape).to(like))
 
 
 def _pictures(image: Any) -> list[PIL.Image.Image]:
@@ -117,9 +125,7 @@ class QwenLayeredPipeline(QwenImageLayeredPipeline):
         processed = self.image_processor.preprocess(pictures, height, width)
         processed = processed.unsqueeze(2).to(device, self.vae.dtype)
         latents = self.vae.encode(processed).latent_dist.mode()
-        shape = (1, self.latent_channels, 1, 1, 1)
-        mean = torch.tensor(self.vae.config.latents_mean).view(shape).to(latents)
-        std = torch.tensor(self.vae.config.latents_std).view(shape).to(latents)
+        mean, std = latent_statistics(self.vae, latents)
         latents = (latents - mean) / std
         if latents.shape[0] == 1:
             latents = latents.expand(count, *latents.shape[1:])
@@ -312,9 +318,7 @@ class QwenLayeredPipeline(QwenImageLayeredPipeline):
         in [0, 1], bottom layer first (frame 0, the re-made composite, dropped)."""
         unpacked = self._unpack_latents(latents, height, width, layers, self.vae_scale_factor)
         unpacked = unpacked.to(self.vae.dtype)
-        shape = (1, self.vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(self.vae.config.latents_mean).view(shape).to(unpacked)
-        std = torch.tensor(self.vae.config.latents_std).view(shape).to(unpacked)
+        mean, std = latent_statistics(self.vae, unpacked)
         unpacked = (unpacked * std + mean)[:, :, 1:]
         batch, channels, frames, rows, cols = unpacked.shape
         flat = unpacked.permute(0, 2, 1, 3, 4).reshape(-1, channels, 1, rows, cols)

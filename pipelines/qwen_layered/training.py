@@ -32,7 +32,7 @@ from layerstudio.eval.layers_edit_dist import stack_layers
 from layerstudio.train.recipe import Stage
 from layerstudio.train.tasks import Task, _grid, save_fp16
 
-from .pipeline import QwenLayeredPipeline
+from .pipeline import QwenLayeredPipeline, latent_statistics
 from .tiny import tiny_qwen_layered_components
 
 __all__ = ["PROMPT", "QwenLayeredTransformerTask", "QwenLayeredVaeTask", "layered_scene"]
@@ -172,11 +172,9 @@ class QwenLayeredTransformerTask(Task):
     @torch.no_grad()
     def _latents(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 4, H, W) RGBA -> normalised latents (N, C, h, w)."""
-        latent = self.vae.encode(_frames(frames).to(self.device)).latent_dist.mode()[:, :, 0]
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.vae.config.latents_mean, device=self.device).view(shape)
-        std = torch.tensor(self.vae.config.latents_std, device=self.device).view(shape)
-        return (latent - mean) / std
+        latent = self.vae.encode(_frames(frames).to(self.device)).latent_dist.mode()
+        mean, std = latent_statistics(self.vae, latent)
+        return ((latent - mean) / std)[:, :, 0]
 
     def loss(self, module, batch):
         pack = QwenLayeredPipeline._pack_latents
