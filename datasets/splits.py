@@ -18,12 +18,12 @@ from typing import Any
 from .generate import GENERATORS, generate
 from .sample import Sample
 
-__all__ = ["SPLIT_SEED", "build_split_manifest", "load_split", "split_names"]
+__all__ = ["SPLIT_SEED", "VARIANTS", "build_split_manifest", "load_split", "split_names"]
 
 SPLIT_SEED = 2026
 SPLIT_SIZE = 64
 SAMPLES_PER_KIND = 32
-_VARIANTS: dict[str, list[dict[str, Any]]] = {
+VARIANTS: dict[str, list[dict[str, Any]]] = {
     "objects": [{"max_objects": 6}, {"min_objects": 8, "max_objects": 20}],
     "effects": [{"effect": e} for e in ("drop_shadow", "cast_shadow", "contact_shadow",
                                          "reflection", "glow")],
@@ -33,6 +33,7 @@ _VARIANTS: dict[str, list[dict[str, Any]]] = {
     "transparent": [{}],
     "design": [{"max_elements": 4}, {"min_elements": 5, "max_elements": 10}],
 }
+"""The options each generator's held-out samples cycle through (training uses them too)."""
 
 
 def _digest(sample: Sample) -> str:
@@ -49,7 +50,7 @@ def build_split_manifest(name: str = "heldout-v1", per_kind: int = SAMPLES_PER_K
     """The manifest of a held-out split: every generator, its variants in turn."""
     entries = []
     for kind in GENERATORS:
-        variants = _VARIANTS[kind]
+        variants = VARIANTS[kind]
         for index in range(per_kind):
             options = variants[index % len(variants)]
             sample = generate(kind, index, seed=SPLIT_SEED, size=size, split="heldout",

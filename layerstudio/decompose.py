@@ -58,6 +58,22 @@ def _classical(request: Request, studio: Any) -> LayerStack:
     return classical_decomposition(request.rgb, request.layers, request.region, counted)
 
 
+def _layerd(preset_name: str) -> Callable[[Request, Any], LayerStack]:
+    """The run function of a LayerD preset: peel until the matte is empty or the budget is
+    spent; progress counts peels (their total is unknown until the end)."""
+
+    def run(request: Request, studio: Any) -> LayerStack:
+        from .studio import step_hook
+
+        pipe = studio.pipeline(preset_name)
+        output = pipe(request.rgb, layers=request.layers, **step_hook(request.on_step, 0))
+        stack = output.stacks[0]
+        stack.metadata["model"] = preset_name
+        return stack
+
+    return run
+
+
 AUTO_RANGE = (2, 8)
 """The layer counts ``layers="auto"`` chooses from for model methods."""
 
@@ -127,6 +143,10 @@ DECOMPOSITION.add(Method(
     "classical", "flat designs at any size, no model: colour regions, plates and text "
     "peeled top first, the background filled under them (LayerD's loop with classical parts)",
     _classical, ("layers", "mask", "box")))
+DECOMPOSITION.add(Method(
+    "tiny-layerd", "flat designs at any size, shipped model: LayerD's loop - a learned matte "
+    "of the layers nothing covers, peeled top first, the hole filled, again",
+    _layerd("tiny-layerd"), ("layers",), "tiny-layerd"))
 DECOMPOSITION.add(Method(
     "qwen-image-layered", "Qwen-Image-Layered (20B, download + large GPU): any picture into "
     "RGBA layers; layers=auto asks for the objects the classical analysis sees + 1",

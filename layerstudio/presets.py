@@ -137,6 +137,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            files=("layer_sd15_joint.safetensors",
                   "layer_sd15_vae_transparent_decoder.safetensors"),
            base="stable-diffusion-v1-5/stable-diffusion-v1-5", mode="joint"),
+    Preset("tiny-layerd", "layerstudio.pipelines.layerd:LayerDPipeline", "shipped", 64, 0, 0.0,
+           "Apache-2.0 weights, trained on procedural designs with OpenMoji (CC BY-SA 4.0)",
+           "picture -> layers at any size: LayerD's peeling loop with a learned top-layer "
+           "matte", recipe="tiny-layerd", mode="decompose"),
     Preset("qwen-image-layered", "layerstudio.pipelines.qwen_layered:QwenLayeredPipeline",
            "Qwen/Qwen-Image-Layered", 640, 50, 4.0, "Apache-2.0",
            "image -> RGBA layers (large GPU)",

@@ -31,7 +31,7 @@ import numpy as np
 from layerstudio.compositing import to_float_rgba
 from layerstudio.document import LayerStack
 
-__all__ = ["EditScores", "layers_edit_distance", "pair_cost", "scores_at", "stack_layers",
+__all__ = ["EditScores", "layers_edit_distance", "over", "pair_cost", "scores_at", "stack_layers",
            "top_layer_groups"]
 
 
@@ -60,7 +60,7 @@ def stack_layers(stack: LayerStack) -> list[np.ndarray]:
         for layer in stack.layers if layer.visible]
 
 
-def _over(bottom: np.ndarray, top: np.ndarray) -> np.ndarray:
+def over(bottom: np.ndarray, top: np.ndarray) -> np.ndarray:
     """Straight-alpha ``top`` over ``bottom``."""
     a_top, a_bottom = top[..., 3:], bottom[..., 3:]
     alpha = a_top + a_bottom * (1 - a_top)
@@ -89,7 +89,7 @@ def _grouped(layers: list[np.ndarray]) -> list[np.ndarray]:
     for members in top_layer_groups([layer[..., 3] for layer in layers]):
         merged = layers[members[0]]
         for index in members[1:]:
-            merged = _over(merged, layers[index])
+            merged = over(merged, layers[index])
         groups.append(merged)
     return groups
 
@@ -152,7 +152,7 @@ def _best_merge(pred: list[np.ndarray], true: list[np.ndarray], cost: np.ndarray
     sides = [("pred", pred)] + ([("true", true)] if edit_truth else [])
     for side, groups in sides:
         for k in range(len(groups) - 1):
-            merged = _over(groups[k], groups[k + 1])
+            merged = over(groups[k], groups[k + 1])
             if side == "pred":
                 line = np.array([pair_cost(merged, t) for t in true])
                 trial = np.vstack([cost[:k], line[None], cost[k + 2:]])
@@ -166,7 +166,7 @@ def _best_merge(pred: list[np.ndarray], true: list[np.ndarray], cost: np.ndarray
         return None
     _, side, k, trial = best
     groups = pred if side == "pred" else true
-    merged_groups = [*groups[:k], _over(groups[k], groups[k + 1]), *groups[k + 2:]]
+    merged_groups = [*groups[:k], over(groups[k], groups[k + 1]), *groups[k + 2:]]
     return (merged_groups, true, trial) if side == "pred" else (pred, merged_groups, trial)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from layerstudio.pipelines.layerd.training import TopLayerMattingTask
 from layerstudio.pipelines.qwen_layered.training import (
     QwenLayeredTransformerTask,
     QwenLayeredVaeTask,
@@ -27,4 +28,5 @@ TASKS: dict[str, type[Task]] = {
     "art_transformer": ARTTransformerTask,
     "qwen_layered_vae": QwenLayeredVaeTask,
     "qwen_layered_transformer": QwenLayeredTransformerTask,
+    "top_layer_matting": TopLayerMattingTask,
 }

@@ -33,7 +33,7 @@ from scipy.sparse.csgraph import connected_components
 from .fill import fill_under, fitted_surface
 from .regions import base_region, flat_regions
 
-__all__ = ["ClassicalDecomposer", "Piece"]
+__all__ = ["ClassicalDecomposer", "Peeled", "Piece", "group_objects", "mask_box", "unblended"]
 
 EIGHT = np.ones((3, 3), bool)
 MAX_PIECES = 2000
@@ -60,7 +60,7 @@ class Peeled:
     fills: list[str] = field(default_factory=list)
 
 
-def _box(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice]:
+def mask_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice]:
     ys, xs = np.nonzero(mask)
     return (slice(max(ys.min() - margin, 0), ys.max() + margin + 1),
             slice(max(xs.min() - margin, 0), xs.max() + margin + 1))
@@ -96,33 +96,7 @@ class ClassicalDecomposer:
     # --- objects ----------------------------------------------------------------------------
 
     def _objects(self, rgb: np.ndarray, rest: np.ndarray) -> list[np.ndarray]:
-        """Masks of the objects in ``rest``: connected pieces, those of one colour close
-        together joined (closer than half the taller one's height: the letters of a line of
-        text, the dot of an i), specks dropped."""
-        pieces, count = ndimage.label(rest, EIGHT)
-        if count == 0:
-            return []
-        index = np.arange(1, count + 1)
-        sizes = ndimage.sum_labels(rest, pieces, index)
-        kept = np.argsort(-sizes, kind="stable")[:MAX_PIECES]
-        kept = kept[sizes[kept] >= 3]
-        if kept.size == 0:
-            return []
-        colours = _ink(rgb, pieces, rest, index[kept])
-        boxes = np.array([(b[0].start, b[0].stop, b[1].start, b[1].stop)
-                          for b in ndimage.find_objects(pieces)], np.int64)[kept]
-        y0, y1, x0, x1 = (boxes[:, k] for k in range(4))
-        reach = 0.5 * np.maximum.outer(y1 - y0, y1 - y0) + 1
-        gap_x = np.maximum(np.maximum.outer(x0, x0) - np.minimum.outer(x1, x1), 0)
-        gap_y = np.maximum(np.maximum.outer(y0, y0) - np.minimum.outer(y1, y1), 0)
-        alike = np.abs(colours[:, None] - colours[None]).max(-1) <= self.same_colour
-        joined = alike & (gap_x <= reach) & (gap_y <= reach)
-        _, group = connected_components(joined, directed=False)
-        lookup = np.zeros(count + 1, np.int64)
-        lookup[index[kept]] = group + 1
-        grouped = lookup[pieces]
-        masks = [grouped == g for g in range(1, group.max() + 2)]
-        return [mask for mask in masks if mask.sum() >= self._min_pixels]
+        return group_objects(rgb, rest, self.same_colour, self._min_pixels)
 
     def _plate(self, labels: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray] | None:
         """(region, filled mask) when the object is a plate with content on it."""
@@ -175,14 +149,14 @@ class ClassicalDecomposer:
             found = self._plate(labels, mask)
             if found is not None:
                 plate, filled = found
-                box = _box(filled)
+                box = mask_box(filled)
                 inner = self._peel(rgb[box], labels[box], filled[box], plate, depth + 1,
                                    (origin[0] + box[1].start, origin[1] + box[0].start),
                                    peeled, None if within is None else within[box], on_object)
                 source = rgb.copy()
                 source[box] = np.where(filled[box][..., None], inner, rgb[box])
-            box = _box(mask)
-            rgba = _unblended(source[box], below[box], mask[box])
+            box = mask_box(mask)
+            rgba = unblended(source[box], below[box], mask[box])
             peeled.pieces.append(Piece(rgba, (origin[0] + box[1].start,
                                               origin[1] + box[0].start), depth))
             if on_object is not None:
@@ -190,13 +164,46 @@ class ClassicalDecomposer:
         return np.where(hole[..., None], below, rgb)
 
 
+def group_objects(rgb: np.ndarray, rest: np.ndarray, same_colour: float,
+                  min_pixels: int) -> list[np.ndarray]:
+    """Masks of the objects in ``rest``: connected pieces, those whose colours differ by at
+    most ``same_colour`` per channel and lie close together joined (closer than half the
+    taller one's height: the letters of a line of text, the dot of an i), objects smaller
+    than ``min_pixels`` dropped."""
+    pieces, count = ndimage.label(rest, EIGHT)
+    if count == 0:
+        return []
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(rest, pieces, index)
+    kept = np.argsort(-sizes, kind="stable")[:MAX_PIECES]
+    kept = kept[sizes[kept] >= 3]
+    if kept.size == 0:
+        return []
+    colours = _ink(rgb, pieces, rest, index[kept])
+    boxes = np.array([(b[0].start, b[0].stop, b[1].start, b[1].stop)
+                      for b in ndimage.find_objects(pieces)], np.int64)[kept]
+    y0, y1, x0, x1 = (boxes[:, k] for k in range(4))
+    reach = 0.5 * np.maximum.outer(y1 - y0, y1 - y0) + 1
+    gap_x = np.maximum(np.maximum.outer(x0, x0) - np.minimum.outer(x1, x1), 0)
+    gap_y = np.maximum(np.maximum.outer(y0, y0) - np.minimum.outer(y1, y1), 0)
+    alike = np.abs(colours[:, None] - colours[None]).max(-1) <= same_colour
+    joined = alike & (gap_x <= reach) & (gap_y <= reach)
+    _, group = connected_components(joined, directed=False)
+    lookup = np.zeros(count + 1, np.int64)
+    lookup[index[kept]] = group + 1
+    grouped = lookup[pieces]
+    masks = [grouped == g for g in range(1, group.max() + 2)]
+    return [mask for mask in masks if mask.sum() >= min_pixels]
+
+
 def _ink(rgb: np.ndarray, pieces: np.ndarray, rest: np.ndarray, index: np.ndarray
          ) -> np.ndarray:
     """Each piece's own colour: its pixel furthest from the colour just around it (a
     small letter's mean is mostly anti-aliased edge; its ink is not)."""
     ring = np.where(rest, 0, ndimage.grey_dilation(pieces, footprint=EIGHT))
-    around = np.stack([ndimage.mean(rgb[..., c], ring, index) for c in range(3)], 1)
-    around = np.nan_to_num(around)  # a piece with no base next to it
+    with np.errstate(invalid="ignore", divide="ignore"):  # a piece with nothing around it
+        around = np.stack([ndimage.mean(rgb[..., c], ring, index) for c in range(3)], 1)
+    around = np.nan_to_num(around)
     lookup = np.zeros((pieces.max() + 1, 3), np.float32)
     lookup[index] = around
     distance = np.abs(rgb - lookup[pieces]).sum(-1)
@@ -204,9 +211,12 @@ def _ink(rgb: np.ndarray, pieces: np.ndarray, rest: np.ndarray, index: np.ndarra
     return np.array([rgb[position] for position in where], np.float32)
 
 
-def _unblended(rgb: np.ndarray, below: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Straight RGBA of an object over ``below``: alpha 1 inside, unblended on the rim."""
-    inner = ndimage.binary_erosion(mask, EIGHT)
+def unblended(rgb: np.ndarray, below: np.ndarray, mask: np.ndarray,
+              inner: np.ndarray | None = None) -> np.ndarray:
+    """Straight RGBA of an object covering ``mask`` over ``below``: alpha 1 on ``inner``
+    (default: the mask less its outline), unblended against the nearest inner colour on the
+    rest of the mask."""
+    inner = ndimage.binary_erosion(mask, EIGHT) if inner is None else inner & mask
     rim = mask & ~inner
     alpha = inner.astype(np.float32)
     colour = np.where(mask[..., None], rgb, 0).astype(np.float32)
