@@ -380,7 +380,13 @@ def _pipeline_classes() -> set[type]:
     return found
 
 
+CHECKED_ELSEWHERE = {"LayerDPipeline": "tests/test_layerd.py"}
+"""Pipelines without a prompt or latents (nothing here applies); their own tests check the
+conventions that do: save/load, the progress bar, callback_on_step_end, interrupt, outputs."""
+
+
 def test_every_pipeline_is_checked(tokenizer):
     checked = {type(build(tokenizer).pipe) for build in PIPELINES.values()}
-    missing = sorted(cls.__qualname__ for cls in _pipeline_classes() - checked)
+    missing = sorted(cls.__qualname__ for cls in _pipeline_classes() - checked
+                     if cls.__qualname__ not in CHECKED_ELSEWHERE)
     assert missing == [], f"add a Case to PIPELINES for {missing}"
