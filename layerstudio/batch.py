@@ -42,12 +42,13 @@ JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxe
             "background": "background", "foreground": "foreground", "fit": "fit",
             "stop_at": "stop_at",
             "foreground_prompt": "foreground_prompt",
-            "background_prompt": "background_prompt", "name": None, "task": None}
+            "background_prompt": "background_prompt", "upscale": "upscale", "name": None,
+            "task": None}
 """Generation job keys -> ``Studio.generate`` arguments (``regions`` is a number of boxes to
 plan)."""
 DECOMPOSE_KEYS = {"image": "image", "method": "method", "layers": "layers", "mask": "mask",
                   "box": "box", "prompt": "prompt", "seed": "seed", "steps": "steps",
-                  "layer": "layer", "name": None, "task": None}
+                  "layer": "layer", "upscale": "upscale", "name": None, "task": None}
 """Decomposition job keys -> ``Studio.decompose`` arguments."""
 TASKS = {"generate": (JOB_KEYS, "prompt", "generate"),
          "decompose": (DECOMPOSE_KEYS, "image", "decompose")}

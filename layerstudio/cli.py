@@ -131,6 +131,16 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from .studio import Studio  # late: torch and diffusers load only for commands that run models
+
+    bigger = Studio(device=args.device).upscale(_load(args.input), args.scale, layer=args.layer)
+    path = _save_output(bigger, args.output)
+    print(f"wrote {path} ({bigger.width}x{bigger.height}, {len(bigger)} layers, "
+          f"Real-ESRGAN x{args.scale})")
+    return 0
+
+
 def _write_sheet(stack: LayerStack, path: str | Path, **options: int) -> None:
     """A contact sheet of every layer and the composite, written atomically as PNG."""
     from .io.atomic import atomic_path
@@ -173,8 +183,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         where = "shipped" if row["source"] == "shipped" else f"HF {row['source']}"
         here = "yes" if row["available"] else "no"
-        print(f"{row['name']:<20} {where:<52} {row['resolution']:>5}px  here: {here:<3}  "
-              f"{row['good_for']}")
+        size = f"{row['resolution']}px" if row["resolution"] else "any"
+        print(f"{row['name']:<20} {where:<52} {size:>7}  here: {here:<3}  {row['good_for']}")
     return 0
 
 
@@ -227,7 +237,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         foreground_prompt=args.foreground_prompt, background_prompt=args.background_prompt,
         boxes=boxes, seed=args.seed, steps=args.steps,
         size=args.size, guidance=args.guidance, negative_prompt=args.negative,
-        augment=args.augment, fit=args.fit)
+        augment=args.augment, fit=args.fit, upscale=args.upscale)
     path = _save_output(stack, args.output)
     message = f"wrote {path} ({len(stack)} layer{'s' if len(stack) != 1 else ''}, " \
               f"{stack.width}x{stack.height}, {stack.metadata['seconds']} s)"
@@ -247,7 +257,8 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     with _warnings_printed():
         stack = Studio(device=args.device).decompose(
             args.input, method=args.method, layers=args.layers, mask=args.mask, box=args.box,
-            prompt=args.prompt, seed=args.seed, steps=args.steps, layer=args.layer)
+            prompt=args.prompt, seed=args.seed, steps=args.steps, layer=args.layer,
+            upscale=args.upscale)
     path = _save_output(stack, args.output)
     info = stack.metadata["splits"][-1] if args.layer is not None else stack.metadata
     what = f"layer {info['layer']!r} split into a group of " if args.layer is not None else ""
@@ -366,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", choices=("horizontal", "vertical"))
     p.set_defaults(func=cmd_transform)
 
+    p = sub.add_parser("upscale", help="every layer 2x or 4x larger (Real-ESRGAN, offline)")
+    p.add_argument("input", help="layered file (.psd, .psb, .ora, .zip) or image")
+    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    p.add_argument("--layer", help="upscale only this layer (name or index); the others are "
+                   "resized with Lanczos so the document stays aligned")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
+    p.set_defaults(func=cmd_upscale)
+
     p = sub.add_parser("preview", help="contact sheet of every layer over a checkerboard")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="output .png")
@@ -422,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", action="store_true",
                    help="also write OUTPUT.preview.png over a checkerboard")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.add_argument("--upscale", type=int, choices=(2, 4),
+                   help="make the result 2x or 4x larger (Real-ESRGAN, offline)")
     p.set_defaults(func=cmd_generate)
 
     from .decompose import DECOMPOSITION
@@ -449,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", action="store_true",
                    help="also write OUTPUT.preview.png: every layer and the composite")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.add_argument("--upscale", type=int, choices=(2, 4),
+                   help="make the result 2x or 4x larger (Real-ESRGAN, offline)")
     p.set_defaults(func=cmd_decompose)
 
     p = sub.add_parser("edit", help="regenerate one layer of a document from a prompt, "

