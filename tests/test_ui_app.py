@@ -246,3 +246,21 @@ def test_decompose_a_picture_then_split_a_layer(server, tmp_path):
     with pytest.raises(AppError, match="upload a picture"):
         c.predict({"background": None, "layers": [], "composite": None}, "classical", "auto",
                   "", "", 0, None, api_name="/decompose")
+
+
+def test_upscale_the_document_or_the_selected_layer(server, tmp_path):
+    pixels = np.zeros((8, 8, 4), np.uint8)
+    pixels[2:6, 2:6] = (200, 30, 30, 255)
+    source = LayerStack(32, 24, layers=[
+        Layer("ground", np.full((24, 32, 4), 240, np.uint8)),
+        Layer("mark", pixels, offset=(4, 6))]).save(tmp_path / "small.psd")
+    c = client(server)
+    c.predict(handle_file(str(source)), api_name="/open")
+    result = c.predict("2x", "Whole document", api_name="/upscale")
+    assert result[-1] == "Upscaled every layer 2x: the document is now 64x48."
+    result = c.predict("4x", "Selected layer only", api_name="/upscale")
+    assert result[-1].startswith("Upscaled the selected layer 4x")
+    mark = LayerStack.load(c.predict("PSD", api_name="/export"))["mark"]
+    # the PSD keeps layers cropped: the mark opened as 4x4 at 6,8
+    assert mark.offset == (48, 64) and mark.pixels.shape[:2] == (32, 32)
+    assert status(c.predict(api_name="/undo")).startswith("64x48 px")

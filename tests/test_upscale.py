@@ -95,6 +95,17 @@ def upscaler():
     return load_preset("realesr-animevideov3")
 
 
+def test_the_shipped_upscaler_computes_what_the_ncnn_runtime_computes(upscaler):
+    """tests/data/realesrgan_ncnn_reference.npz: a 12 px input and the output of the PyPI
+    ``ncnn`` runtime (1.0.20261020, CPU, fp32) on the released realesr-animevideov3-x4 files."""
+    from pathlib import Path
+
+    reference = np.load(Path(__file__).parent / "data" / "realesrgan_ncnn_reference.npz")
+    with torch.no_grad():
+        made = upscaler(torch.from_numpy(reference["input"])[None])[0].numpy()
+    np.testing.assert_allclose(made, reference["output"], atol=1e-5)
+
+
 def test_the_shipped_upscaler_beats_lanczos_on_emoji(upscaler):
     ours, lanczos = [], []
     for name in catalog()[:400:50]:

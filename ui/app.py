@@ -29,6 +29,7 @@ from .layers_panel import (
 )
 from .open_tab import build_open_tab
 from .runs import StopFlags
+from .upscale_panel import wire_upscale
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "build_app", "launch", "theme"]
 
@@ -71,6 +72,7 @@ def build_app(studio: Studio | None = None, *, concurrency: int = 1,
                 wire_layer_operations(view)
                 wire_transform(view)
                 wire_regenerate(view, studio, flags, concurrency)
+                wire_upscale(view, studio, flags, concurrency)
                 wire_export(view, folder)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
     return app

