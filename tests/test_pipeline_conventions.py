@@ -380,7 +380,8 @@ def _pipeline_classes() -> set[type]:
     return found
 
 
-CHECKED_ELSEWHERE = {"LayerDPipeline": "tests/test_layerd.py"}
+CHECKED_ELSEWHERE = {"LayerDPipeline": "tests/test_layerd.py",
+                     "RealESRGANPipeline": "tests/test_upscale.py"}
 """Pipelines without a prompt or latents (nothing here applies); their own tests check the
 conventions that do: save/load, the progress bar, callback_on_step_end, interrupt, outputs."""
 

@@ -197,3 +197,35 @@ def test_generate_decompose_and_batch_take_upscale(tmp_path):
     jobs.write_text('{"prompt": "a cloud", "upscale": 4}\n'
                     '{"task": "decompose", "image": "x.png", "upscale": 2}\n')
     assert [job.arguments["upscale"] for job in read_jobs(jobs)] == [4, 2]
+
+
+def test_the_upscale_pipeline_chains_after_a_generator(upscaler, tmp_path):
+    from layerstudio.pipelines.realesrgan import RealESRGANPipeline
+
+    pipe = RealESRGANPipeline(upscaler=upscaler)
+    pipe.set_progress_bar_config(disable=True)
+    made = load_preset("tiny-layerdiffuse")(["an ice cream"], num_inference_steps=2,
+                                            generator=torch.Generator().manual_seed(0))
+    big = pipe(made.images, scale=2).images
+    assert big[0].size == (128, 128) and big[0].mode == "RGBA"
+    batch = np.random.default_rng(0).random((2, 10, 12, 3)).astype(np.float32)
+    as_np = pipe(batch, scale=4, output_type="np").images
+    assert as_np.shape == (2, 40, 48, 4)
+    as_pt = pipe(torch.from_numpy(batch).permute(0, 3, 1, 2), output_type="pt").images
+    torch.testing.assert_close(as_pt, torch.from_numpy(as_np).permute(0, 3, 1, 2))
+    assert pipe(batch[0], output_type="pil").images[0].mode == "RGB"
+
+    def stop(pipeline, step, timestep, tensors):
+        pipeline._interrupt = True
+        return tensors
+
+    assert len(pipe(list(batch), callback_on_step_end=stop, output_type="np").images) == 1
+    pipe.save_pretrained(tmp_path)
+    again = RealESRGANPipeline.from_pretrained(tmp_path, local_files_only=True)
+    again.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(again(batch, output_type="np").images, as_np, atol=1e-6)
+    for options, message in (({"scale": 3}, "scale"), ({"output_type": "latent"}, "pil"),
+                             ({"image": [batch[0], batch[0, :5]], "output_type": "np"},
+                              "differ in size")):
+        with pytest.raises(ValueError, match=message):
+            pipe(**{"image": batch, **options})

@@ -2,5 +2,6 @@
 tiled upscaling of layers."""
 
 from .compact import CompactUpscaler, from_ncnn
+from .pipeline import RealESRGANOutput, RealESRGANPipeline
 
-__all__ = ["CompactUpscaler", "from_ncnn"]
+__all__ = ["CompactUpscaler", "RealESRGANOutput", "RealESRGANPipeline", "from_ncnn"]
