@@ -189,3 +189,14 @@ def test_the_decompose_tab_turns_a_picture_into_layers(page, tmp_path):
     assert "by classical" in notice and "re-composite to the picture at" in notice
     assert page.locator("#status").inner_text().startswith("96x96 px")
     page.get_by_role("tab", name="Generate").click()
+
+
+def test_upscale_the_document(page):
+    """Runs after the Decompose test: the 96 px design becomes 192 px."""
+    assert page.locator("#status").inner_text().startswith("96x96 px")
+    page.get_by_text("Upscale (Real-ESRGAN)").click()
+    page.locator("#upscale-scale").get_by_text("2x").click()
+    page.locator("#upscale").click()
+    shows(page, "#upscale-notice", "Upscaled", timeout=60_000)
+    assert "192x192" in page.locator("#upscale-notice").inner_text()
+    assert page.locator("#status").inner_text().startswith("192x192 px")
