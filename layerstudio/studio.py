@@ -245,6 +245,15 @@ def checked_upscale(scale: Any) -> int | None:
     return int(value)
 
 
+def _document(document: Any) -> LayerStack:
+    """A document argument: a :class:`LayerStack` as given, or a path to any layered or image
+    file, loaded."""
+    stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
+    if not isinstance(stack, LayerStack):
+        raise InvalidInputError("the document must be a LayerStack or a file path")
+    return stack
+
+
 def quiet_loading_bars() -> None:
     """No "Loading weights" bars from diffusers and transformers where stderr is not a
     terminal (logs, pipes): there they are noise around LayerStudio's own messages."""
@@ -271,13 +280,15 @@ class Studio:
         self._lock = threading.RLock()
 
     def pipeline(self, model: str):
-        """The loaded pipeline of preset ``model`` (loaded once, then reused)."""
+        """The loaded pipeline (or lone model, such as the upscaler) of preset ``model``
+        (loaded once, then reused)."""
         with self._lock:
             if model not in self._pipelines:
                 quiet_loading_bars()
                 pipe = load_preset(model)
                 pipe.to(self.device)
-                pipe.set_progress_bar_config(leave=False, disable=None)  # None: bars on a tty
+                if hasattr(pipe, "set_progress_bar_config"):  # a pipeline, not a lone model
+                    pipe.set_progress_bar_config(leave=False, disable=None)  # None: on a tty
                 self._pipelines[model] = pipe
             return self._pipelines[model]
 
@@ -374,14 +385,10 @@ class Studio:
         :func:`layerstudio.upscale.upscale_stack`. ``on_step(done, total)`` counts layers."""
         from .upscale import UPSCALER, upscale_stack
 
-        stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
-        if not isinstance(stack, LayerStack):
-            raise InvalidInputError("the document must be a LayerStack or a file path")
+        stack = _document(document)
         index = None if layer is None else stack.index(layer_key(layer))
         with self._lock:
-            if UPSCALER not in self._pipelines:
-                self._pipelines[UPSCALER] = load_preset(UPSCALER).to(self.device)
-            return upscale_stack(stack, checked_upscale(scale), self._pipelines[UPSCALER],
+            return upscale_stack(stack, checked_upscale(scale), self.pipeline(UPSCALER),
                                  layer=index, on_layer=on_step)
 
     def edit_layer(self, document: Any, layer: int | str | None, prompt: str, *,
@@ -398,9 +405,7 @@ class Studio:
         alpha stay exactly as they were. Name, opacity, blend mode, group and visibility are
         kept. ``on_step`` as in :meth:`generate`. Returns a new stack."""
         seed = checked_seed(seed)
-        stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
-        if not isinstance(stack, LayerStack):
-            raise InvalidInputError("the document must be a LayerStack or a file path")
+        stack = _document(document)
         stack = stack.copy()
         index = stack.top_visible() if layer is None else stack.index(layer)
         target = stack.layers[index]
@@ -522,9 +527,7 @@ class Studio:
         its offset; every other layer is kept. A transparent layer is decomposed on white and
         its alpha then limits every sub-layer (exact where it is opaque). Returns a new
         stack."""
-        stack = LayerStack.load(document) if isinstance(document, (str, Path)) else document
-        if not isinstance(stack, LayerStack):
-            raise InvalidInputError("the document must be a LayerStack or a file path")
+        stack = _document(document)
         stack = stack.copy()
         index = stack.top_visible() if layer is None else stack.index(layer_key(layer))
         target = stack.layers[index]

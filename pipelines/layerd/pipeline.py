@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from scipy import ndimage
 
+from layerstudio.compositing import to_float_rgba
 from layerstudio.document import Layer, LayerStack
 from layerstudio.eval.layers_edit_dist import stack_layers
-from layerstudio.imaging import to_uint8
+from layerstudio.imaging import as_rgba_array, to_uint8
 from layerstudio.pipelines.classical_decompose import (
     group_objects,
     mask_box,
@@ -70,18 +70,12 @@ class LayerDOutput(BaseOutput):
 
 
 def _as_rgb(image: Any) -> np.ndarray:
-    """A PIL image or array (uint8 or float in [0, 1]) as float RGB in [0, 1], flattened over
-    white when it has an alpha channel."""
-    if isinstance(image, PIL.Image.Image):
-        image = np.asarray(image.convert("RGBA"))
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise ValueError(f"a picture is (H, W, 3 or 4), got shape {array.shape}")
-    array = array.astype(np.float32) / (255 if array.dtype == np.uint8 else 1)
-    if array.shape[-1] == 4:
-        alpha = array[..., 3:]
-        array = array[..., :3] * alpha + (1 - alpha)
-    return np.clip(array, 0, 1)
+    """A PIL image or array (uint8, uint16 or float in [0, 1]; checked and size-limited by
+    :func:`~layerstudio.imaging.as_rgba_array`) as float RGB in [0, 1], flattened over white
+    when it has an alpha channel."""
+    rgba = to_float_rgba(as_rgba_array(image, what="the picture"))
+    alpha = rgba[..., 3:]
+    return rgba[..., :3] * alpha + (1 - alpha)
 
 
 def _ring_width(side: int) -> int:

@@ -19,6 +19,9 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from layerstudio.compositing import to_float_rgba
+from layerstudio.imaging import as_rgba_array
+
 from .compact import CompactUpscaler
 from .upscale import SCALES, upscale_rgba
 
@@ -34,21 +37,19 @@ class RealESRGANOutput(BaseOutput):
 
 
 def _as_rgba(image: Any) -> tuple[np.ndarray, str]:
-    """One picture as straight RGBA float (H, W, 4) and its PIL mode ("RGB" or "RGBA")."""
+    """One picture as straight RGBA float (H, W, 4) and its PIL mode ("RGB" or "RGBA"):
+    a PIL image, an (H, W, C) array or a (C, H, W) tensor, as
+    :func:`~layerstudio.imaging.as_rgba_array` accepts them (checked, size-limited)."""
     if isinstance(image, PIL.Image.Image):
         mode = "RGBA" if "A" in image.getbands() else "RGB"
-        return np.asarray(image.convert("RGBA"), np.float32) / 255, mode
-    array = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else \
-        np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
-        array = array.transpose(1, 2, 0)  # (C, H, W), as diffusers' "pt" output
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise ValueError(f"a picture is (H, W, 3 or 4) or (3 or 4, H, W), got {array.shape}")
-    array = array.astype(np.float32) / (255 if array.dtype == np.uint8 else 1)
-    mode = "RGBA" if array.shape[-1] == 4 else "RGB"
-    if mode == "RGB":
-        array = np.concatenate([array, np.ones((*array.shape[:2], 1), np.float32)], -1)
-    return np.clip(array, 0, 1), mode
+    else:
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().float().numpy()
+        image = np.asarray(image)
+        if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] not in (3, 4):
+            image = image.transpose(1, 2, 0)  # (C, H, W), as diffusers' "pt" output
+        mode = "RGBA" if image.ndim == 3 and image.shape[-1] == 4 else "RGB"
+    return to_float_rgba(as_rgba_array(image, what="a picture")), mode
 
 
 class RealESRGANPipeline(DiffusionPipeline):
