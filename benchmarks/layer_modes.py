@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-from layerstudio.eval.runner import EVAL_SEED
 from layerstudio.eval.transparency import SIZE, over
+from layerstudio.eval.vae import EVAL_SEED
 from layerstudio.presets import PRESETS, is_available, load_preset
 from layerstudio.train.tasks import _to_tensor
 from layerstudio.train.transparency import pair_batch

@@ -29,8 +29,8 @@ import torch
 from layerstudio.datasets import generate
 from layerstudio.datasets.assets.backgrounds import make_background
 from layerstudio.eval.matting import difference_key
-from layerstudio.eval.runner import EVAL_SEED
 from layerstudio.eval.transparency import SIZE, alpha_reconstruction, mean4, over
+from layerstudio.eval.vae import EVAL_SEED
 from layerstudio.presets import load_preset, training_pool
 from layerstudio.train.tasks import _to_tensor
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -162,9 +164,28 @@ def get_preset(name: str) -> Preset:
                                 f"{', '.join(PRESETS)}") from None
 
 
+_weights_root: Path | None = None
+
+
 def preset_path(name: str) -> Path:
-    """Folder of a shipped preset inside the package (it may not be trained yet)."""
+    """Folder of a shipped preset inside the package (it may not be trained yet), or under
+    the folder `weights_from` points at."""
+    if _weights_root is not None:
+        return _weights_root / name
     return Path(str(resources.files("layerstudio") / "weights" / name))
+
+
+@contextmanager
+def weights_from(folder: str | Path) -> Iterator[None]:
+    """Within the block, shipped presets load from ``folder`` (a copy of the package's
+    ``weights/`` from another commit, say) instead: how a benchmark scores an old checkpoint
+    against the new one in the same run."""
+    global _weights_root
+    previous, _weights_root = _weights_root, Path(folder)
+    try:
+        yield
+    finally:
+        _weights_root = previous
 
 
 def training_pool(name: str) -> int | None:

@@ -21,12 +21,16 @@ MAX_TOKENS = 48
 
 
 def tiny_vae(**overrides: Any):
-    """AutoencoderKL: 64 px RGB <-> 16 x 16 x 4 latents (about 1 M parameters)."""
+    """AutoencoderKL: 64 px RGB <-> latents, by default 16 x 16 x 4 (about 1 M parameters).
+
+    Each entry of ``block_out_channels`` is one resolution level, so n entries downsample by
+    2^(n-1); the block types follow its length unless given."""
     from diffusers import AutoencoderKL
 
+    levels = len(overrides.get("block_out_channels", (32, 64, 64)))
     config = dict(in_channels=3, out_channels=3, latent_channels=4,
-                  down_block_types=("DownEncoderBlock2D",) * 3,
-                  up_block_types=("UpDecoderBlock2D",) * 3,
+                  down_block_types=("DownEncoderBlock2D",) * levels,
+                  up_block_types=("UpDecoderBlock2D",) * levels,
                   block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
                   sample_size=IMAGE_SIZE)
     config.update(overrides)

@@ -88,3 +88,23 @@ def test_decompose_benchmark_compares_with_one_layer():
         assert methods["classical"]["iou_0_vs_one_layer"] > 1.0
         assert methods["classical"]["psnr"] >= 30
     assert report["one design at 256 px"]["classical"]["seconds"] > 0
+
+
+def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip():
+    """``--against HEAD`` extracts the committed weights and scores them in the same run."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "-n", "2",
+                          "--against", "HEAD", "--presets", "tiny-sd"],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    for side in ("new", "old"):
+        rows = report["vae_round_trip"][side]
+        assert any("tiny-sd" in row["used_by"] for row in rows)
+        for row in rows:
+            for split in ("train", "heldout"):
+                trip = row[split]
+                assert 0 <= trip["round_trip_top1"] <= 1 and trip["psnr_db"] > 10
+                assert trip["share_of_clean"] is None or trip["share_of_clean"] >= 0
+    scored = {entry["preset"]: entry for entry in report["presets"]}
+    assert set(scored) == {"tiny-sd"}
+    assert scored["tiny-sd"]["old"]["preset"] == "tiny-sd"
+    assert "new_over_old_top1" in scored["tiny-sd"] and "random" in scored["tiny-sd"]

@@ -343,6 +343,47 @@ def test_ship_stores_shared_components_once(random_presets, tmp_path, monkeypatc
         ship(tmp_path, "tiny-layerdiffuse-bg2fg")
 
 
+def test_reshipping_a_base_with_a_new_vae_keeps_its_borrowers_working(random_presets,
+                                                                       tmp_path, monkeypatch):
+    """A retrained base VAE must not slide under a preset trained on the old one: the
+    borrower gets its own copy of the old VAE first and still gives the same pictures."""
+    import json
+    import shutil
+
+    from layerstudio.tiny_models import tiny_vae
+    from layerstudio.train.ship import ship
+
+    folders = {"tiny-layerdiffuse": tmp_path / "base",
+               "tiny-layerdiffuse-bg2fg": tmp_path / "bg2fg"}
+    for name, folder in folders.items():
+        shutil.copytree(random_presets[name], folder)
+    shutil.rmtree(folders["tiny-layerdiffuse-bg2fg"] / "vae")
+    (folders["tiny-layerdiffuse-bg2fg"] / "shared.json").write_text(
+        json.dumps({"vae": "tiny-layerdiffuse"}))
+    monkeypatch.setattr(presets, "preset_path",
+                        lambda name: folders.get(name, tmp_path / "absent" / name))
+
+    def picture():
+        pipe = presets.load_preset("tiny-layerdiffuse-bg2fg")
+        pipe.set_progress_bar_config(disable=True)
+        return pipe("a cat", condition=np.full((64, 64, 3), 90, np.uint8), output_type="np",
+                    num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+
+    before = picture()
+    run = tmp_path / "run"
+    shutil.copytree(random_presets["tiny-layerdiffuse"], run)
+    torch.manual_seed(7)
+    tiny_vae().save_pretrained(run / "vae")
+    ship(run, "tiny-layerdiffuse")
+    borrower = folders["tiny-layerdiffuse-bg2fg"]
+    assert (borrower / "vae").is_dir() and not (borrower / "shared.json").exists()
+    assert np.allclose(picture(), before)
+    from layerstudio.train.ship import _same_folder
+
+    assert _same_folder(borrower / "vae", random_presets["tiny-layerdiffuse"] / "vae")
+    assert not _same_folder(borrower / "vae", folders["tiny-layerdiffuse"] / "vae")
+
+
 def test_notes_come_after_validation_and_travel_with_the_document(tmp_path, capsys):
     """A prompt outside the vocabulary and a size the model was not trained at give notes,
     after the run (a bad option gives its error and no note), kept in the metadata for the

@@ -44,6 +44,38 @@ def test_tiny_models_round_trip(build, tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("overrides, latent", [({}, (4, 16, 16)),
+                                               ({"latent_channels": 8}, (8, 16, 16)),
+                                               ({"block_out_channels": (32, 64)}, (4, 32, 32))])
+def test_vae_latent_spaces_and_the_round_trip_report(overrides, latent):
+    """The VAE options issue 18 chose between shape the latent as asked, and the round-trip
+    report says what the judge saw before and after; a VAE that returns its input unchanged
+    (a perfect one) keeps every clean hit."""
+    from layerstudio.eval.vae import round_trip_report
+    from layerstudio.presets import load_preset
+
+    torch.manual_seed(0)
+    vae = tiny_vae(**overrides).eval()
+    judge = load_preset("tiny-judge").eval()
+    report = round_trip_report(vae, judge, "train", 8)
+    assert tuple(report["latent_shape"]) == latent
+    assert 0 <= report["round_trip_top1"] <= 1 and report["psnr_db"] < 20  # untrained
+
+    class Perfect(torch.nn.Module):
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def encode(self, x):
+            dist = type("Dist", (), {"mode": lambda self: x})()
+            return type("Out", (), {"latent_dist": dist})()
+
+        def decode(self, z):
+            return type("Out", (), {"sample": z})()
+
+    perfect = round_trip_report(Perfect(), judge, "train", 8)
+    assert perfect["round_trip_top1"] == perfect["clean_top1"] > 0
+    assert perfect["share_of_clean"] == 1.0 and perfect["psnr_db"] == 100.0
+
+
 def test_flux_blocks_are_plain_lists_for_depth_pruning():
     model = tiny_flux()
     assert isinstance(model.transformer_blocks, torch.nn.ModuleList)
@@ -116,6 +148,13 @@ def test_training_smoke_run_with_resume(tmp_path):
     assert main(["train", str(recipe), "--output", str(out), "--resume"]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(e["stage"], e["step"]) for e in log][4:] == [("unet", 4)]
+    # every run of a stage says what ran it: 2 + 1 VAE steps, 2 + 1 + 1 U-Net steps
+    record = json.loads((out / "training.json").read_text())
+    assert record["recipe"] == "smoke"
+    assert [r["steps"] for r in record["stages"]["vae"]] == [2, 1]
+    assert [r["steps"] for r in record["stages"]["unet"]] == [2, 1, 1]
+    assert all(r["hardware"].startswith(("CPU", "1 x", "2 x")) and r["seconds"] >= 0
+               for runs in record["stages"].values() for r in runs)
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True,
                                                    dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

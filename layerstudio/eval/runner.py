@@ -54,25 +54,21 @@ def evaluate_judge(n: int) -> dict[str, Any]:
     return result
 
 
-EVAL_SEED = 2026
-
-
 def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
                            pipeline=None, judge=None) -> dict[str, Any]:
     """Generate one image per caption and score it (``pipeline``/``judge`` may be given, e.g.
     an untrained baseline, instead of the shipped presets)."""
-    from ..datasets import generate
     from ..datasets.assets.emoji import emoji_pool
-    from ..train.tasks import _flatten, _to_tensor
+    from ..train.tasks import _to_tensor
     from .transparency import over
+    from .vae import eval_samples, flattened, round_trip
 
     pipe = pipeline or load_preset(preset)
     pipe.set_progress_bar_config(disable=True)
     judge = judge or load_preset("tiny-judge").eval()
     info = get_preset(preset)
     pool = training_pool(preset) if split == "train" else None
-    samples = [generate("transparent", i, seed=EVAL_SEED + seed, size=64, split=split,
-                        style="solid", pool=pool) for i in range(n)]
+    samples = eval_samples(split, n, seed, pool)
     captions = [sample.caption for sample in samples]
     start = time.perf_counter()
     images = pipe(captions, num_inference_steps=info.steps, guidance_scale=info.guidance,
@@ -90,10 +86,7 @@ def evaluate_text_to_image(preset: str, split: str, n: int, seed: int,
         result["judge_top1_in_pool"] = round(judge.accuracy(batch, captions, 1, among), 4)
     # The ceiling: the real renders of the same captions through the VAE alone. A latent
     # model cannot score above what its VAE lets the judge see.
-    real = torch.stack([_to_tensor(_flatten(sample)) for sample in samples])
-    with torch.no_grad():
-        vae = pipe.vae
-        decoded = vae(real.to(vae.device, vae.dtype)).sample.float().clamp(-1, 1).cpu()
+    decoded = round_trip(pipe.vae, flattened(samples))
     result["vae_ceiling_top1"] = round(judge.accuracy(decoded, captions, 1), 4)
     return {**result, "seconds_per_image": round(seconds, 4)}
 

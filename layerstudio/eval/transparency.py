@@ -14,7 +14,7 @@ import torch
 from ..datasets import generate
 from .matting import difference_key
 from .metrics import alpha_soft_iou, alpha_weighted_rgb_l1
-from .runner import EVAL_SEED
+from .vae import EVAL_SEED
 
 __all__ = ["SIZE", "alpha_reconstruction", "mean4", "over"]
 

@@ -44,10 +44,12 @@ __all__ = ["ARTDecoderTask", "ARTTransformerTask", "art_scene", "tiny_art_decode
 GRID = 8  # pixels per token of the tiny models (VAE x4, 2 x 2 packing)
 
 
-def tiny_art_decoder() -> MultiLayerTransparentDecoder:
-    """The multi-layer decoder shipped in ``tiny-art`` (about 0.6 M parameters)."""
+def tiny_art_decoder(latent_channels: int = 4) -> MultiLayerTransparentDecoder:
+    """The multi-layer decoder shipped in ``tiny-art`` (about 0.6 M parameters), for a VAE
+    of ``latent_channels``."""
     return MultiLayerTransparentDecoder(patch_size=GRID, dim=96, depth=2, heads=4,
-                                        max_layers=52, max_side=32, refine_channels=32)
+                                        max_layers=52, max_side=32, refine_channels=32,
+                                        latent_channels=latent_channels)
 
 
 def art_scene(seed: int, index: int, max_objects: int = 4, pool: int | None = None,
@@ -95,7 +97,7 @@ class ARTDecoderTask(_SceneBatches, Task):
         self.vae = _frozen_vae(self.output, device)
 
     def trainable(self) -> nn.Module:
-        return tiny_art_decoder()
+        return tiny_art_decoder(self.vae.config.latent_channels)
 
     def _decoded(self, module, layers, boxes) -> torch.Tensor:
         latents = _grey_latents(self.vae, layers)

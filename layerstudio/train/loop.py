@@ -9,6 +9,7 @@ Output folder layout::
       log.jsonl                    one line per logged step: stage, step, loss, lr, seconds
       samples/STAGE-STEP.png       sample grids
       checkpoints/STAGE/           accelerate state (model, optimiser, EMA) + progress.json
+      training.json                per stage: steps, seconds and the hardware that ran them
       PRESET FILES                 what each stage exports (diffusers folder layout)
 """
 
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import time
+from datetime import date
 from pathlib import Path
 
 import torch
@@ -62,11 +66,39 @@ def train(recipe: Recipe, output: str | Path, steps: int | None = None,
                              "warmup_steps": min(stage.warmup_steps, steps)})
         set_seed(recipe.seed + number)
         task = TASKS[stage.task](stage, output, accelerator.device)
-        _run_stage(accelerator, task, stage, output, resume)
+        _run_stage(accelerator, task, stage, output, resume, recipe.name)
     return output
 
 
-def _run_stage(accelerator, task: Task, stage: Stage, output: Path, resume: bool) -> None:
+def hardware() -> str:
+    """What is doing the training, in words: the GPU's name, else the CPU model and cores."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), model)
+    return f"CPU {model}, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} threads"
+
+
+def _record_stage(output: Path, recipe: str, stage: Stage, steps_run: int,
+                  seconds: float) -> None:
+    """Add this run of a stage to OUTPUT/training.json (shipped with the preset), so every
+    checkpoint says which hardware made it and how long it took; a resumed stage lists
+    each run."""
+    path = output / "training.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"recipe": recipe,
+                                                                  "stages": {}}
+    runs = record["stages"].setdefault(stage.name, [])
+    runs.append({"steps": steps_run, "of": stage.steps, "seconds": round(seconds, 1),
+                 "hardware": hardware(), "torch": torch.__version__,
+                 "date": date.today().isoformat()})
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _run_stage(accelerator, task: Task, stage: Stage, output: Path, resume: bool,
+               recipe: str) -> None:
     from diffusers.training_utils import EMAModel
 
     checkpoint = output / "checkpoints" / stage.name
@@ -131,6 +163,7 @@ def _run_stage(accelerator, task: Task, stage: Stage, output: Path, resume: bool
     if accelerator.is_main_process:
         with _ema_weights(ema, accelerator.unwrap_model(module)):
             task.export(accelerator.unwrap_model(module))
+        _record_stage(output, recipe, stage, stage.steps - done, time.perf_counter() - started)
     accelerator.wait_for_everyone()
 
 

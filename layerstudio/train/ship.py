@@ -46,6 +46,31 @@ def _borrowed(name: str) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _keep_for_borrowers(preset: str, run: Path, parts: list[str]) -> None:
+    """Before ``preset`` changes a part other presets borrow (a retrained VAE), give each
+    borrower its own copy of the old one: its other weights were trained on it, so it must
+    keep working until it is retrained and shipped again (sharing resumes then)."""
+    old_folder = presets.preset_path(preset)
+    for other in PRESETS:
+        borrowed = _borrowed(other)
+        changed = [part for part, source in borrowed.items() if source == preset and (
+            part not in parts or not _same_folder(run / part, old_folder / part))]
+        if not changed:
+            continue
+        folder = presets.preset_path(other)
+        for part in changed:
+            staged = folder / (part + ".shipping")
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(old_folder / part, staged)
+            staged.rename(folder / part)
+            del borrowed[part]
+        shared_file = folder / SHARED_FILE
+        if borrowed:
+            shared_file.write_text(json.dumps(borrowed, indent=2, sort_keys=True) + "\n")
+        else:
+            shared_file.unlink()
+
+
 def ship(run: str | Path, preset: str) -> dict[str, str]:
     """Install the pipeline in ``run`` as shipped preset ``preset`` (replacing what is there,
     atomically); returns the components taken from other presets."""
@@ -68,6 +93,7 @@ def ship(run: str | Path, preset: str) -> dict[str, str]:
                and is_available(PRESETS[n])]
     lent = {part for other in names if other != preset
             for part, source in _borrowed(other).items() if source == preset}
+    _keep_for_borrowers(preset, run, parts)
     shared = {}
     for part in parts:
         source = None if part in lent else next(
@@ -78,6 +104,8 @@ def ship(run: str | Path, preset: str) -> dict[str, str]:
         else:
             shutil.copytree(run / part, staging / part)
     shutil.copy2(run / "model_index.json", staging / "model_index.json")
+    if (run / "training.json").is_file():  # which hardware made it, how long it took
+        shutil.copy2(run / "training.json", staging / "training.json")
     if shared:
         (staging / SHARED_FILE).write_text(json.dumps(shared, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(target, ignore_errors=True)

@@ -206,7 +206,9 @@ class VaeTask(Task):
 
     Option ``decoder_only`` fine-tunes just the decoder of the VAE already in OUTPUT/vae (or
     ``init_from``) with the encoder frozen, as Stable Diffusion's ft-MSE VAE did: the latent
-    space stays the same, so a U-Net trained on it keeps working and only gets sharper."""
+    space stays the same, so a U-Net trained on it keeps working and only gets sharper.
+    Option ``architecture`` (a table of `tiny_vae` overrides, e.g. ``latent_channels`` or
+    ``block_out_channels``) shapes a new VAE's latent space."""
 
     def trainable(self) -> nn.Module:
         from diffusers import AutoencoderKL
@@ -215,7 +217,7 @@ class VaeTask(Task):
         if self.options.get("decoder_only"):
             start = start or self.output
         if not start:
-            return tiny_vae()
+            return tiny_vae(**self.options.get("architecture", {}))
         vae = AutoencoderKL.from_pretrained(Path(start) / "vae", dtype=torch.float32)
         if self.options.get("decoder_only"):
             for part in (vae.encoder, vae.quant_conv):
@@ -301,8 +303,9 @@ class TextToImageTask(Task):
                 "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder",
                                                               dtype=torch.float32)})
         vocab = self.tokenizer.get_vocab()
+        channels = self.vae.config.latent_channels
         return nn.ModuleDict({
-            "unet": tiny_unet(),
+            "unet": tiny_unet(in_channels=channels, out_channels=channels),
             "text_encoder": tiny_text_encoder(len(vocab), self.tokenizer.bos_token_id,
                                               self.tokenizer.eos_token_id)})
 
@@ -423,7 +426,7 @@ class DiTTextToImageTask(TextToImageTask):
         encoder_from = Path(start) if start else self.base
         transformer = (FluxTransformer2DModel.from_pretrained(Path(start) / "transformer",
                                                               dtype=torch.float32)
-                       if start else tiny_flux())
+                       if start else tiny_flux(in_channels=4 * self.vae.config.latent_channels))
         return nn.ModuleDict({
             "transformer": transformer,
             "text_encoder": CLIPTextModel.from_pretrained(encoder_from / "text_encoder",

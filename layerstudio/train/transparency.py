@@ -81,8 +81,9 @@ class TransparentVaeTask(Task):
                     Path(start) / "transparent_encoder", dtype=torch.float32),
                 "decoder": TransparentVAEDecoder.from_pretrained(
                     Path(start) / "transparent_decoder", dtype=torch.float32)})
-        return nn.ModuleDict({"encoder": tiny_transparent_encoder(),
-                              "decoder": tiny_transparent_decoder()})
+        channels = self.vae.config.latent_channels
+        return nn.ModuleDict({"encoder": tiny_transparent_encoder(latent_channels=channels),
+                              "decoder": tiny_transparent_decoder(latent_channels=channels)})
 
     def batch(self, step: int):
         images, _ = rgba_batch(self.options.get("seed", 0), step, self.stage.batch_size)
