@@ -108,3 +108,16 @@ def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip
     assert set(scored) == {"tiny-sd"}
     assert scored["tiny-sd"]["old"]["preset"] == "tiny-sd"
     assert "new_over_old_top1" in scored["tiny-sd"] and "random" in scored["tiny-sd"]
+
+
+def test_latent_space_benchmark_trains_a_candidate_and_scores_it_against_the_shipped_vae(
+        tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latent_space.py"),
+                          "--steps", "2", "--only", "c8", "--work", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    row = report["candidates"]["c8"]
+    assert row["train"]["latent_shape"] == [8, 16, 16] and row["dit_tokens"] == 64
+    assert row["ratio_train_top1_vs_shipped"] >= 0
+    assert 0 < report["shipped"]["train"]["clean_top1"] <= 1
+    assert (tmp_path / "c8" / "training.json").is_file()
