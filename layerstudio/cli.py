@@ -191,10 +191,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import load_recipe, train
 
-    recipe = load_recipe(args.recipe)
     if args.steps is not None and args.steps < 1:
         raise LayerStudioError("--steps must be at least 1")
-    output = train(recipe, args.output, steps=args.steps, resume=args.resume)
+    if args.workers < 0:
+        raise LayerStudioError("--workers must be 0 or more")
+    if len(args.recipe) > 1 or args.recipe == ["family"]:
+        from .train.family import train_in_order
+
+        for run in train_in_order(args.recipe, args.output, steps=args.steps,
+                                  resume=args.resume, workers=args.workers):
+            print(f"trained {run.name} into {run}")
+        return 0
+    recipe = load_recipe(args.recipe[0])
+    output = train(recipe, args.output, steps=args.steps, resume=args.resume,
+                   workers=args.workers)
     print(f"trained {recipe.name} into {output}")
     return 0
 
@@ -531,8 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a preset from its recipe")
-    p.add_argument("recipe", help="shipped recipe name (tiny-sd, tiny-dit, tiny-judge) or a .toml")
+    p.add_argument("recipe", nargs="+",
+                   help="shipped recipe name (tiny-sd, tiny-dit, tiny-judge) or a .toml; "
+                        "several (or 'family': every preset on tiny-sd's latent space) train "
+                        "in order into OUTPUT/NAME, each on the new runs of its bases")
     p.add_argument("--output", required=True, help="folder for checkpoints and weights")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes drawing training batches (default 0: one thread); "
+                        "use most CPU cores on a GPU machine")
     p.add_argument("--steps", type=int, help="override every stage's step count")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.set_defaults(func=cmd_train)

@@ -165,27 +165,31 @@ def get_preset(name: str) -> Preset:
 
 
 _weights_root: Path | None = None
+_weights_fallback = False
 
 
 def preset_path(name: str) -> Path:
     """Folder of a shipped preset inside the package (it may not be trained yet), or under
     the folder `weights_from` points at."""
-    if _weights_root is not None:
-        return _weights_root / name
-    return Path(str(resources.files("layerstudio") / "weights" / name))
+    package = Path(str(resources.files("layerstudio") / "weights" / name))
+    if _weights_root is None or (_weights_fallback and not (_weights_root / name).is_dir()):
+        return package
+    return _weights_root / name
 
 
 @contextmanager
-def weights_from(folder: str | Path) -> Iterator[None]:
+def weights_from(folder: str | Path, fallback: bool = False) -> Iterator[None]:
     """Within the block, shipped presets load from ``folder`` (a copy of the package's
     ``weights/`` from another commit, say) instead: how a benchmark scores an old checkpoint
-    against the new one in the same run."""
-    global _weights_root
-    previous, _weights_root = _weights_root, Path(folder)
+    against the new one in the same run. With ``fallback`` a preset missing there comes from
+    the package: how a family of models trains, each on the new runs of its bases."""
+    global _weights_root, _weights_fallback
+    previous = _weights_root, _weights_fallback
+    _weights_root, _weights_fallback = Path(folder), fallback
     try:
         yield
     finally:
-        _weights_root = previous
+        _weights_root, _weights_fallback = previous
 
 
 def training_pool(name: str) -> int | None:

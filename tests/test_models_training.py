@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -282,3 +283,43 @@ def test_shipped_presets_share_components_through_shared_json():
         assert component_folder("tiny-layerdiffuse-bg2fg", "vae") == preset_path("tiny-sd") / "vae"
         assert component_folder("tiny-layerdiffuse-bg2fg", "unet") == \
             preset_path("tiny-layerdiffuse-bg2fg") / "unet"
+
+
+def test_worker_processes_draw_the_same_batches_in_the_same_order(tmp_path):
+    from layerstudio.train.loop import _batches
+    from layerstudio.train.recipe import Stage
+    from layerstudio.train.tasks import VaeTask
+
+    stage = Stage(name="vae", task="vae", steps=4, batch_size=2, learning_rate=1e-3)
+    task = VaeTask(stage, tmp_path, torch.device("cpu"))
+    expected = [task.batch(step) for step in range(3, 7)]
+    for workers in (0, 2):
+        drawn = _batches(task, 3, workers)
+        assert all(torch.equal(next(drawn), batch) for batch in expected), workers
+
+
+def test_the_family_trains_in_order_on_the_new_latent_space(tmp_path):
+    """Retraining tiny-sd with an 8-channel VAE and tiny-layerdiffuse after it: the second
+    takes the first run's VAE (not the shipped one) and its codec and U-Net follow its
+    channel count; the result is a working transparent pipeline."""
+    from layerstudio.pipelines.latent_transparency import LatentTransparencyPipeline
+
+    out = tmp_path / "family"
+    assert main(["train", "tiny-sd", "tiny-layerdiffuse", "--output", str(out), "--steps", "1",
+                 "--workers", "1"]) == 0
+    latent = json.loads((out / "tiny-sd" / "vae" / "config.json").read_text())
+    assert latent["latent_channels"] == 8
+    from layerstudio.train.ship import _same_folder
+
+    assert _same_folder(out / "tiny-layerdiffuse" / "vae", out / "tiny-sd" / "vae")
+    codec = json.loads((out / "tiny-layerdiffuse" / "transparent_encoder" / "config.json")
+                       .read_text())
+    assert codec["latent_channels"] == 8
+    record = json.loads((out / "tiny-layerdiffuse" / "training.json").read_text())
+    assert list(record["stages"]) == ["transparent-vae", "unet"]
+    pipe = LatentTransparencyPipeline.from_pretrained(out / "tiny-layerdiffuse",
+                                                      dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    rgba = pipe("a red apple", num_inference_steps=2, output_type="np",
+                generator=torch.Generator().manual_seed(0)).images
+    assert rgba.shape == (1, 64, 64, 4) and np.isfinite(rgba).all()

@@ -48,11 +48,12 @@ def _lr_lambda(stage: Stage):
 
 
 def train(recipe: Recipe, output: str | Path, steps: int | None = None,
-          resume: bool = False) -> Path:
+          resume: bool = False, workers: int = 0) -> Path:
     """Run every stage of ``recipe`` into ``output``; ``steps`` overrides each stage's count.
 
     With ``resume`` a stage continues from its last checkpoint, and finished stages are
-    skipped. Returns the output folder.
+    skipped. ``workers`` > 0 draws batches in that many processes (a GPU outruns one CPU
+    drawing renders); 0 draws them on a thread beside the training. Returns the output folder.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -69,7 +70,7 @@ def train(recipe: Recipe, output: str | Path, steps: int | None = None,
                              "warmup_steps": min(stage.warmup_steps, steps)})
         set_seed(recipe.seed + number)
         task = TASKS[stage.task](stage, output, accelerator.device)
-        _run_stage(accelerator, task, stage, output, resume, recipe.name)
+        _run_stage(accelerator, task, stage, output, resume, recipe.name, workers)
     return output
 
 
@@ -101,7 +102,7 @@ def _record_stage(output: Path, recipe: str, stage: Stage, steps_run: int,
 
 
 def _run_stage(accelerator, task: Task, stage: Stage, output: Path, resume: bool,
-               recipe: str) -> None:
+               recipe: str, workers: int) -> None:
     from diffusers.training_utils import EMAModel
 
     checkpoint = output / "checkpoints" / stage.name
@@ -126,7 +127,7 @@ def _run_stage(accelerator, task: Task, stage: Stage, output: Path, resume: bool
     if resume and done:
         accelerator.load_state(str(checkpoint))
 
-    batches = _prefetched(task.batches(start_step=done))
+    batches = _batches(task, done, workers)
     log = (output / "log.jsonl").open("a", encoding="utf-8")
     bar = tqdm(range(done, stage.steps), desc=stage.name, unit="step",
                disable=not accelerator.is_local_main_process, initial=done, total=stage.steps)
@@ -168,6 +169,42 @@ def _run_stage(accelerator, task: Task, stage: Stage, output: Path, resume: bool
             task.export(accelerator.unwrap_model(module))
         _record_stage(output, recipe, stage, stage.steps - done, time.perf_counter() - started)
     accelerator.wait_for_everyone()
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """Batches ``start``, ``start + 1``, ... of a task, worker k of n making every n-th: the
+    DataLoader takes them from the workers in turn, so the order is the single-process one."""
+
+    def __init__(self, task: Task, start: int) -> None:
+        self.task, self.start = task, start
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        step, stride = self.start + info.id, info.num_workers
+        while True:
+            yield self.task.batch(step)
+            step += stride
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def _batches(task: Task, start: int, workers: int) -> Iterator[Any]:
+    """The task's batches from ``start`` on, drawn ahead of the training (every batch is a
+    pure function of its step, so how they are drawn never changes what is trained)."""
+    if workers <= 0:
+        return _prefetched(task.batches(start_step=start))
+    # fork: workers share the task's frozen models instead of pickling them
+    loader = torch.utils.data.DataLoader(_Steps(task, start), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4,
+                                         worker_init_fn=_one_thread, collate_fn=_as_is,
+                                         multiprocessing_context="fork")
+    return iter(loader)
 
 
 def _prefetched(batches: Iterator[Any]) -> Iterator[Any]:
