@@ -46,6 +46,15 @@ def _borrowed(name: str) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _write_borrowed(folder: Path, borrowed: dict[str, str]) -> None:
+    """A preset folder's ``shared.json`` (part -> preset it is taken from); none if empty."""
+    path = folder / SHARED_FILE
+    if borrowed:
+        path.write_text(json.dumps(borrowed, indent=2, sort_keys=True) + "\n")
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _keep_for_borrowers(preset: str, run: Path, parts: list[str]) -> None:
     """Before ``preset`` changes a part other presets borrow (a retrained VAE), give each
     borrower its own copy of the old one: its other weights were trained on it, so it must
@@ -64,11 +73,7 @@ def _keep_for_borrowers(preset: str, run: Path, parts: list[str]) -> None:
             shutil.copytree(old_folder / part, staged)
             staged.rename(folder / part)
             del borrowed[part]
-        shared_file = folder / SHARED_FILE
-        if borrowed:
-            shared_file.write_text(json.dumps(borrowed, indent=2, sort_keys=True) + "\n")
-        else:
-            shared_file.unlink()
+        _write_borrowed(folder, borrowed)
 
 
 def ship(run: str | Path, preset: str) -> dict[str, str]:
@@ -91,9 +96,9 @@ def ship(run: str | Path, preset: str) -> dict[str, str]:
     names = list(PRESETS)
     earlier = [n for n in names[:names.index(preset)] if PRESETS[n].shipped
                and is_available(PRESETS[n])]
+    _keep_for_borrowers(preset, run, parts)
     lent = {part for other in names if other != preset
             for part, source in _borrowed(other).items() if source == preset}
-    _keep_for_borrowers(preset, run, parts)
     shared = {}
     for part in parts:
         source = None if part in lent else next(
@@ -106,8 +111,7 @@ def ship(run: str | Path, preset: str) -> dict[str, str]:
     shutil.copy2(run / "model_index.json", staging / "model_index.json")
     if (run / "training.json").is_file():  # which hardware made it, how long it took
         shutil.copy2(run / "training.json", staging / "training.json")
-    if shared:
-        (staging / SHARED_FILE).write_text(json.dumps(shared, indent=2, sort_keys=True) + "\n")
+    _write_borrowed(staging, shared)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return shared
