@@ -10,11 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_composite_benchmark_reports_ratios_and_exactness():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "composite.py"), "--size",
-                          "160", "--layers", "6", "--repeat", "1"],
+def _report(script: str, *args: str) -> dict:
+    """Run ``benchmarks/SCRIPT ARGS`` and parse the JSON it prints."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
                          capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_composite_benchmark_reports_ratios_and_exactness():
+    report = _report("composite.py", "--size", "160", "--layers", "6", "--repeat", "1")
     assert [case["case"] for case in report["cases"]] == ["objects", "full"]
     for case in report["cases"]:
         assert case["speedup_vs_pillow"] > 0 and case["max_diff_vs_pillow_255"] <= 2
@@ -23,10 +27,7 @@ def test_composite_benchmark_reports_ratios_and_exactness():
 
 
 def test_dataset_benchmark_reports_rates():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "datasets.py"), "--size",
-                          "32", "--samples", "16", "--workers", "0"],
-                         capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    report = _report("datasets.py", "--size", "32", "--samples", "16", "--workers", "0")
     from layerstudio.datasets.generate import GENERATORS
 
     assert [row["kind"] for row in report["generators"]] == list(GENERATORS)
@@ -36,9 +37,7 @@ def test_dataset_benchmark_reports_rates():
 
 
 def test_transparency_benchmark_compares_native_with_matting():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transparency.py"), "-n",
-                          "4"], capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    report = _report("transparency.py", "-n", "4")
     recon, gen = report["reconstruction_heldout"], report["generation"]
     for part in (recon["native"], recon["matting"]):
         assert 0 <= part["alpha_soft_iou"] <= 1
@@ -49,9 +48,7 @@ def test_transparency_benchmark_compares_native_with_matting():
 
 
 def test_layer_modes_benchmark_reports_each_mode_against_its_baseline():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "layer_modes.py"), "-n",
-                          "2"], capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    report = _report("layer_modes.py", "-n", "2")
     for mode, baseline in (("bg2fg", "text_only"), ("fg2bg", "text_only"),
                            ("joint", "independent")):
         assert set(report[mode]) >= {"native", baseline}
@@ -63,10 +60,7 @@ def test_layer_modes_benchmark_reports_each_mode_against_its_baseline():
 
 
 def test_region_attention_benchmark_compares_region_crop_with_full_attention():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "region_attention.py"),
-                          "-n", "1", "--repeats", "1"], capture_output=True, text=True,
-                         check=True)
-    report = json.loads(out.stdout)
+    report = _report("region_attention.py", "-n", "1", "--repeats", "1")
     assert [row["regions"] for row in report["speed"]] == [2, 5, 10, 20, 50]
     for row in report["speed"]:
         assert row["region"]["tokens"] < row["full"]["tokens"]
@@ -78,10 +72,7 @@ def test_region_attention_benchmark_compares_region_crop_with_full_attention():
 
 
 def test_decompose_benchmark_compares_with_one_layer():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decompose.py"), "-n", "2",
-                          "--size", "128", "--large", "256"],
-                         capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    report = _report("decompose.py", "-n", "2", "--size", "128", "--large", "256")
     for name in ("heldout split (64 px)", "designs (128 px)"):
         methods = report[name]
         assert methods["one layer"]["layers"] == 1.0
@@ -92,10 +83,7 @@ def test_decompose_benchmark_compares_with_one_layer():
 
 def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip():
     """``--against HEAD`` extracts the committed weights and scores them in the same run."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "-n", "2",
-                          "--against", "HEAD", "--presets", "tiny-sd"],
-                         capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    report = _report("quality.py", "-n", "2", "--against", "HEAD", "--presets", "tiny-sd")
     for side in ("new", "old"):
         rows = report["vae_round_trip"][side]
         assert any("tiny-sd" in row["used_by"] for row in rows)
@@ -112,10 +100,7 @@ def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip
 
 def test_latent_space_benchmark_trains_a_candidate_and_scores_it_against_the_shipped_vae(
         tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latent_space.py"),
-                          "--steps", "2", "--only", "c8", "--work", str(tmp_path)],
-                         capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
+    report = _report("latent_space.py", "--steps", "2", "--only", "c8", "--work", str(tmp_path))
     row = report["candidates"]["c8"]
     assert row["train"]["latent_shape"] == [8, 16, 16] and row["dit_tokens"] == 64
     assert row["ratio_train_top1_vs_shipped"] >= 0
