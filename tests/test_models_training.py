@@ -136,6 +136,8 @@ def test_training_smoke_run_with_resume(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(e["stage"], e["step"]) for e in log] == [("vae", 2), ("unet", 2)]
     assert (out / "samples" / "unet-000002.png").is_file()
+    # the VAE stage folds per-channel normalisation into the VAE (latent_norm.py)
+    assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] == 1.0
     assert json.loads((out / "checkpoints" / "unet" / "progress.json").read_text())["step"] == 2
     # resume: more steps continue from the checkpoint instead of starting over
     assert main(["train", str(recipe), "--output", str(out), "--steps", "3", "--resume"]) == 0

@@ -22,6 +22,7 @@ from ..datasets import generate
 from ..datasets.assets.backgrounds import make_background
 from ..datasets.assets.emoji import catalog, render_emoji
 from ..tiny_models import IMAGE_SIZE, MAX_TOKENS, tiny_flux, tiny_text_encoder, tiny_unet, tiny_vae
+from .latent_norm import normalise_latent_channels
 from .recipe import Stage
 
 __all__ = ["DiTTextToImageTask", "JudgeTask", "Task", "TextToImageTask", "VaeTask",
@@ -253,12 +254,12 @@ class VaeTask(Task):
 
     @torch.no_grad()
     def export(self, module):
-        # Latents are scaled to unit variance for the diffusion model, as SD does (a
-        # decoder-only run keeps the encoder, so it keeps the scale the U-Net learnt with).
+        # Every latent channel is normalised to zero mean and unit spread for the diffusion
+        # model, folded into the VAE (latent_norm.py says why one global scale is not enough);
+        # a decoder-only run keeps the encoder, so it keeps the latents the U-Net learnt.
         if not self.options.get("decoder_only"):
-            images = image_batch(999, 0, 64, ("transparent", "objects"))[0].to(self.device)
-            std = module.encode(images).latent_dist.mean.std().item()
-            module.register_to_config(scaling_factor=1.0 / std)
+            images = image_batch(999, 0, 256, ("transparent", "objects"))[0].to(self.device)
+            normalise_latent_channels(module, images)
         save_fp16(module, self.output / "vae")
 
     def exported(self) -> bool:
