@@ -336,10 +336,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_stack
+    from .demo import GENERATED, demo_stack, generate_objects
     from .imaging import over_checkerboard
 
-    stack = demo_stack(seed=args.seed)
+    generated = None
+    if not args.procedural:
+        from .studio import Studio
+
+        print(f"generating {len(GENERATED)} layers with the shipped transparent model "
+              "(256 px through the upscaler)...", flush=True)
+        generated = generate_objects(Studio(device=args.device), seed=args.seed)
+    stack = demo_stack(seed=args.seed, generated=generated)
     path = stack.save(args.output)
     preview = Path(path).with_suffix(".preview.png")
     over_checkerboard(stack.composite()).save(preview)
@@ -403,10 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=5)
     p.set_defaults(func=cmd_preview)
 
-    p = sub.add_parser("demo", help="write a procedurally drawn layered poster")
+    p = sub.add_parser("demo", help="write a layered poster: a drawn scene with objects the "
+                                    "shipped models generate")
     p.add_argument("-o", "--output", default="layerstudio-demo.psd",
                    help="output file (.psd, .ora, .zip or .png)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--procedural", action="store_true",
+                   help="draw the scene only, without generated layers (no models)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_demo)
 
     from .studio import DEFAULT_MODEL, MODE_MODELS, MODES

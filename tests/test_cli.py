@@ -68,6 +68,24 @@ def test_demo_writes_a_layered_psd_and_preview(tmp_path, capsys):
     assert len(stack) >= 10 and ("Birds",) in stack.groups
     assert {layer.blend_mode.value for layer in stack} >= {"normal", "screen", "multiply"}
     assert (tmp_path / "demo.preview.png").exists()
+    # the shipped transparent model's objects, 64 px upscaled 4x, in their own group
+    from layerstudio.demo import GENERATED
+
+    generated = [layer for layer in stack if layer.group == ("Generated",)]
+    assert [layer.name for layer in generated] == [prompt for prompt, _ in GENERATED]
+    for layer in generated:
+        alpha = layer.pixels[..., 3]
+        assert 64 < max(alpha.shape) <= 256 and 0 < (alpha == 0).mean() < 1
+        assert 0 <= layer.offset[0] < stack.width and 0 <= layer.offset[1] < stack.height
+
+
+def test_procedural_demo_needs_no_model(tmp_path, monkeypatch):
+    import layerstudio.studio
+
+    monkeypatch.setattr(layerstudio.studio.Studio, "generate", None)  # would fail if called
+    assert main(["demo", "--procedural", "-o", str(tmp_path / "demo.ora")]) == 0
+    stack = LayerStack.load(tmp_path / "demo.ora")
+    assert ("Generated",) not in stack.groups and ("Birds",) in stack.groups
 
 
 @pytest.mark.parametrize("argv", [
