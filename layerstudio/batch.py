@@ -48,7 +48,8 @@ JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxe
 plan)."""
 DECOMPOSE_KEYS = {"image": "image", "method": "method", "layers": "layers", "mask": "mask",
                   "box": "box", "prompt": "prompt", "seed": "seed", "steps": "steps",
-                  "layer": "layer", "upscale": "upscale", "name": None, "task": None}
+                  "layer": "layer", "upscale": "upscale", "separate_effects": "separate_effects",
+                  "name": None, "task": None}
 """Decomposition job keys -> ``Studio.decompose`` arguments."""
 TASKS = {"generate": (JOB_KEYS, "prompt", "generate"),
          "decompose": (DECOMPOSE_KEYS, "image", "decompose")}

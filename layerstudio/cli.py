@@ -268,7 +268,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         stack = Studio(device=args.device).decompose(
             args.input, method=args.method, layers=args.layers, mask=args.mask, box=args.box,
             prompt=args.prompt, seed=args.seed, steps=args.steps, layer=args.layer,
-            upscale=args.upscale)
+            upscale=args.upscale, separate_effects=args.separate_effects)
     path = _save_output(stack, args.output)
     info = stack.metadata["splits"][-1] if args.layer is not None else stack.metadata
     what = f"layer {info['layer']!r} split into a group of " if args.layer is not None else ""
@@ -489,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="what the picture shows (model methods)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="denoising steps (model methods)")
+    p.add_argument("--separate-effects", action="store_true",
+                   help="put the shadow (multiply) and glow (screen) in layers of their own "
+                        "under the object (effects methods)")
     p.add_argument("--preview", action="store_true",
                    help="also write OUTPUT.preview.png: every layer and the composite")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")

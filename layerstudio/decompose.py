@@ -33,8 +33,9 @@ MAX_LAYERS = 64
 class Request:
     """What a decompose method gets: the opaque picture (float RGB in [0, 1]), the layer
     budget (None: as many as the method finds), the region to work on (a boolean mask or
-    None), the prompt, seed and steps (for model methods), and a progress callback
-    ``on_step(done, total)`` (total 0 when unknown)."""
+    None), the prompt, seed and steps (for model methods), a progress callback
+    ``on_step(done, total)`` (total 0 when unknown), and for the effects methods whether
+    shadows and glows get layers of their own."""
 
     rgb: np.ndarray
     layers: int | None
@@ -43,6 +44,7 @@ class Request:
     seed: int
     steps: int | None
     on_step: Callable[[int, int], None] | None
+    separate_effects: bool = False
 
 
 def _classical(request: Request, studio: Any) -> LayerStack:
@@ -72,6 +74,17 @@ def _layerd(preset_name: str) -> Callable[[Request, Any], LayerStack]:
         return stack
 
     return run
+
+
+def _effects_classical(request: Request, studio: Any) -> LayerStack:
+    from layerstudio.pipelines.decompose_effects.classical import extract_with_effects
+    from layerstudio.pipelines.decompose_effects.layers import effects_stack
+
+    if request.region is None:
+        raise InvalidInputError("effects-classical pulls out one object: give a mask or a box "
+                                "around it")
+    return effects_stack(extract_with_effects(request.rgb, request.region, request.on_step),
+                         request.separate_effects)
 
 
 AUTO_RANGE = (2, 8)
@@ -147,6 +160,11 @@ DECOMPOSITION.add(Method(
     "tiny-layerd", "flat designs at any size, shipped model: LayerD's loop - a learned matte "
     "of the layers nothing covers, peeled top first, the hole filled, again",
     _layerd("tiny-layerd"), ("layers",), "tiny-layerd"))
+DECOMPOSITION.add(Method(
+    "effects-classical", "one object with its shadow or glow, no model (needs a mask or box): "
+    "GrabCut and closed-form matting for the object, the luminance ratio to the background "
+    "for the effect, the background filled; any size",
+    _effects_classical, ("mask", "box", "separate_effects")))
 DECOMPOSITION.add(Method(
     "qwen-image-layered", "Qwen-Image-Layered (20B, download + large GPU): any picture into "
     "RGBA layers; layers=auto asks for the objects the classical analysis sees + 1",

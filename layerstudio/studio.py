@@ -461,6 +461,7 @@ class Studio:
                   layers: int | str | None = None, mask: Any = None, box: Any = None,
                   prompt: str | None = None, seed: int = 0, steps: int | None = None,
                   layer: int | str | None = None, upscale: int | None = None,
+                  separate_effects: bool = False,
                   on_step: StepCallback | None = None) -> LayerStack:
         """``image`` (a path to any image or layered file, whose composite is used, a PIL
         image or an array) as layers that re-composite to it, by ``method`` (default: the
@@ -472,13 +473,15 @@ class Studio:
         recomposition PSNR and error; a transparent input is flattened onto white first
         (noted). With ``layer`` (a name or index), ``image`` is a document and that layer is
         split inside it instead (:meth:`decompose_layer`). ``upscale`` (2 or 4) enlarges
-        the result with :meth:`upscale`."""
+        the result with :meth:`upscale`. ``separate_effects`` (effects methods) puts a
+        shadow or glow in a layer of its own (multiply / screen) under the object."""
         from .decompose import DECOMPOSITION, Request, parse_box, read_mask, recomposition
 
         if checked_upscale(upscale):
             return self.upscale(self.decompose(image, method=method, layers=layers, mask=mask,
                                                box=box, prompt=prompt, seed=seed, steps=steps,
-                                               layer=layer, on_step=on_step), upscale)
+                                               layer=layer, separate_effects=separate_effects,
+                                               on_step=on_step), upscale)
 
         if layer is not None:
             if mask is not None or box is not None:
@@ -491,7 +494,9 @@ class Studio:
         seed = checked_seed(seed)
         budget = _layer_budget(layers)
         DECOMPOSITION.check_inputs(chosen, {"layers": budget, "mask": mask, "box": box,
-                                            "prompt": prompt or None, "steps": steps})
+                                            "prompt": prompt or None, "steps": steps,
+                                            "separate_effects": separate_effects or None},
+                                   {"separate_effects": "separating effects is"})
         if mask is not None and box is not None:
             raise InvalidInputError("give a mask or a box, not both")
         rgba = to_float_rgba(_pixels(image, "the picture"))
@@ -503,7 +508,8 @@ class Studio:
         size = (rgb.shape[1], rgb.shape[0])
         region = read_mask(mask, size) if mask is not None else \
             parse_box(box, size) if box is not None else None
-        request = Request(rgb, budget, region, prompt or None, seed, steps, on_step)
+        request = Request(rgb, budget, region, prompt or None, seed, steps, on_step,
+                          bool(separate_effects))
         with self._lock:
             started = time.perf_counter()
             stack = chosen.run(request, self)

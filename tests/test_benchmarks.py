@@ -79,6 +79,19 @@ def test_decompose_benchmark_compares_with_one_layer():
         assert methods["classical"]["iou_0_vs_one_layer"] > 1.0
         assert methods["classical"]["psnr"] >= 30
     assert report["one design at 256 px"]["classical"]["seconds"] > 0
+    assert "effects-classical" in report["skipped (weights not here, or an effects method)"]
+
+
+def test_effects_benchmark_scores_methods_against_mask_only_matting():
+    report = _report("decompose_effects.py", "-n", "3", "--size", "96")
+    methods = report["methods"]
+    assert set(methods) == {"mask-only matting", "effects-classical"}
+    for scores in methods.values():
+        assert scores["all"]["n"] == 3 and scores["all"]["recomposition_psnr"] > 40
+        assert 0 <= scores["all"]["effect_iou"] <= scores["all"]["alpha_iou"] + 1
+    # matting keeps only the object's own soft edge outside it, not the effect
+    assert methods["mask-only matting"]["all"]["effect_iou"] < 0.2
+    assert methods["effects-classical"]["all"]["effect_iou_over_baseline"] > 1
 
 
 def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip():

@@ -101,7 +101,8 @@ def test_the_decompose_door_runs_the_model(studio_with_tiny_qwen):
     assert auto.metadata["asked_layers"] == auto_layer_count(picture / 255.0)
     with pytest.raises(InvalidInputError, match="give a prompt"):
         studio_with_tiny_qwen.decompose(picture, method="qwen-image-layered")
-    with pytest.raises(InvalidInputError, match="box is for method 'classical'"):
+    with pytest.raises(InvalidInputError,
+                       match="box is for methods 'classical', 'effects-classical'"):
         studio_with_tiny_qwen.decompose(picture, method="qwen-image-layered", box="0,0,8,8")
 
 

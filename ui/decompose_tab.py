@@ -38,7 +38,8 @@ def _picture(drawn: Any) -> np.ndarray:
 
 
 def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: float | None,
-                        steps: float | None, region: np.ndarray | None) -> dict[str, Any]:
+                        steps: float | None, region: np.ndarray | None,
+                        separate: bool = False) -> dict[str, Any]:
     """Keywords for :meth:`Studio.decompose` from the form: only the options the method
     takes (the others stay hidden in the page and are not sent)."""
     takes = DECOMPOSITION.get(method).takes
@@ -57,6 +58,8 @@ def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: f
         arguments["seed"] = int(seed or 0)
     if "steps" in takes and steps:
         arguments["steps"] = int(steps)
+    if "separate_effects" in takes:
+        arguments["separate_effects"] = bool(separate)
     return arguments
 
 
@@ -87,6 +90,9 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
     with gr.Row():
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", visible=False)
         steps = gr.Number(value=None, precision=0, minimum=1, label="Steps", visible=False)
+    separate = gr.Checkbox(False, label="Shadow and glow on layers of their own (multiply / "
+                                        "screen), so they can be softened or deleted alone",
+                           visible=False, elem_id="decompose-separate")
     with gr.Row():
         start = gr.Button("Decompose", variant="primary", elem_id="decompose")
         split = gr.Button("Decompose the selected layer", elem_id="decompose-layer")
@@ -99,20 +105,22 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
                 gr.update(visible="box" in entry.takes),
                 gr.update(visible="prompt" in entry.takes),
                 gr.update(visible="seed" in entry.takes),
-                gr.update(visible="steps" in entry.takes))
+                gr.update(visible="steps" in entry.takes),
+                gr.update(visible="separate_effects" in entry.takes))
 
-    method.change(method_changed, method, [method, layers, box, prompt, seed, steps],
+    method.change(method_changed, method, [method, layers, box, prompt, seed, steps, separate],
                   api_name=False)
 
     @friendly
     def decompose(session: Session | None, drawn: Any, chosen: str, count: str, typed: str,
-                  text: str, number: float | None, step_count: float | None,
+                  text: str, number: float | None, step_count: float | None, apart: bool,
                   request: gr.Request, progress: gr.Progress = gr.Progress()
                   ) -> tuple[Any, ...]:
         session = session or Session()
         pixels = _picture(drawn)
         region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
-        arguments = decompose_arguments(chosen, count, typed, text, number, step_count, region)
+        arguments = decompose_arguments(chosen, count, typed, text, number, step_count, region,
+                                        apart)
 
         def work(on_step) -> str:
             progress(0, desc="decomposing")
@@ -145,7 +153,7 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         return (*view.render(session), message)
 
     wire_run(start, stop, flags, decompose,
-             [view.state, picture, method, layers, box, prompt, seed, steps],
+             [view.state, picture, method, layers, box, prompt, seed, steps, separate],
              [*view.outputs, notice], notice, "decompose", concurrency)
     wire_run(split, stop, flags, decompose_selected,
              [view.state, method, layers, prompt, seed, steps],

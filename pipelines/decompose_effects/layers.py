@@ -1,0 +1,76 @@
+"""What every effects method returns, and how it becomes layers.
+
+An :class:`Extraction` holds the clean background, the object and its effect separately;
+:func:`effects_stack` turns it into the document: the object carrying its effect in one layer
+(LayerDecomp's output), or, with ``separate``, the effect in layers of its own whose blend
+modes say what they do (a shadow multiplies, a glow screens), so a user can soften or delete
+a shadow alone. Either way the layers re-composite to the picture: black at alpha ``a`` in
+multiply mode darkens exactly as in normal mode, and white in screen mode lightens exactly as
+in normal mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from layerstudio.blend import BlendMode
+from layerstudio.document import Layer, LayerStack
+
+__all__ = ["GROUP", "Extraction", "effects_stack"]
+
+
+@dataclass
+class Extraction:
+    """The three parts, canvas-sized float arrays: ``background`` (h, w, 3) without the object
+    or its effects; ``object`` (h, w, 4) straight RGBA; ``effect`` (h, w, 4) straight RGBA,
+    black where it darkens (a shadow) and white where it lightens (a glow)."""
+
+    background: np.ndarray
+    object: np.ndarray
+    effect: np.ndarray
+
+    def foreground(self) -> np.ndarray:
+        """The object over its effect as one straight RGBA layer."""
+        top, bottom = self.object, self.effect
+        at, ab = top[..., 3:], bottom[..., 3:]
+        alpha = at + ab * (1 - at)
+        colour = top[..., :3] * at + bottom[..., :3] * ab * (1 - at)
+        out = np.zeros_like(top)
+        np.divide(colour, alpha, out=out[..., :3], where=alpha > 0)
+        out[..., 3:] = alpha
+        return out
+
+
+def _effect_part(effect: np.ndarray, white: bool) -> np.ndarray:
+    part = effect.copy()
+    lighter = effect[..., :3].mean(-1) > 0.5
+    part[..., 3] = np.where(lighter == white, effect[..., 3], 0)
+    return part
+
+
+GROUP = "object with effects"
+
+
+def effects_stack(extraction: Extraction, separate: bool = False) -> LayerStack:
+    """[background, object with its effects] or, with ``separate``, [background, shadow
+    (multiply), glow (screen), object] with the last three in a group named
+    :data:`GROUP` (moving the group moves the shadow with the object), empty effect layers
+    left out."""
+    height, width = extraction.background.shape[:2]
+    stack = LayerStack(width, height)
+    background = np.concatenate([extraction.background, np.ones((height, width, 1))], -1)
+    stack.add(Layer("background", background.astype(np.float32), kind="background"))
+    if not separate:
+        layers = [Layer(GROUP, extraction.foreground(), kind="object")]
+    else:
+        layers = [Layer("shadow", _effect_part(extraction.effect, False), kind="shadow",
+                        blend_mode=BlendMode.MULTIPLY, group=(GROUP,)),
+                  Layer("glow", _effect_part(extraction.effect, True), kind="effect",
+                        blend_mode=BlendMode.SCREEN, group=(GROUP,)),
+                  Layer("object", extraction.object, kind="object", group=(GROUP,))]
+    for layer in layers:
+        if layer.pixels[..., 3].max() > 0:
+            stack.add(layer.cropped_to_content())
+    return stack
