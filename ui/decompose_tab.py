@@ -5,7 +5,8 @@ The method list, and which options each method takes, come from the decompose ta
 to this file. The picture is uploaded into an image editor whose brush marks the region to
 decompose (optional; a typed box works too); the result replaces the document in the Layers
 panel, where everything (export included) works on it. "Decompose the selected layer" splits
-that layer of the current document into a group in place.
+that layer of the current document into a group in place. "Extract with its effects" pulls the
+brushed or boxed object out with its shadow or glow (the first effects method installed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .mask import painted_mask
 from .runs import StopFlags, cancellable, friendly, wire_run
 from .session import Session
 
-__all__ = ["LAYER_CHOICES", "build_decompose_tab", "decompose_arguments"]
+__all__ = ["LAYER_CHOICES", "build_decompose_tab", "decompose_arguments", "effects_method"]
 
 LAYER_CHOICES = ["auto", *(str(n) for n in range(2, 13))]
 
@@ -63,6 +64,19 @@ def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: f
     return arguments
 
 
+def effects_method() -> str:
+    """The method "Extract with its effects" uses: the first effects method of the table
+    (those that can separate effects) whose model is here."""
+    from layerstudio.presets import get_preset, is_available
+
+    for name in DECOMPOSITION:
+        entry = DECOMPOSITION.get(name)
+        if "separate_effects" in entry.takes and (
+                entry.preset is None or is_available(get_preset(entry.preset))):
+            return name
+    raise InvalidInputError("no method to extract an object with its effects is installed")
+
+
 def _summary(info: dict[str, Any], what: str) -> str:
     notes = "".join(f" Note: {note}." for note in info.get("notes", []))
     return (f"{what} {info['layers']} layer{'' if info['layers'] == 1 else 's'} by "
@@ -95,6 +109,7 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
                            visible=False, elem_id="decompose-separate")
     with gr.Row():
         start = gr.Button("Decompose", variant="primary", elem_id="decompose")
+        extract = gr.Button("Extract with its effects", elem_id="extract-effects")
         split = gr.Button("Decompose the selected layer", elem_id="decompose-layer")
         stop = gr.Button("Stop", variant="stop")
     notice = gr.Markdown("", elem_id="decompose-notice", min_height=48)
@@ -133,6 +148,19 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         return (*view.render(session), message)
 
     @friendly
+    def extract_effects(session: Session | None, drawn: Any, typed: str, apart: bool,
+                        request: gr.Request, progress: gr.Progress = gr.Progress()
+                        ) -> tuple[Any, ...]:
+        """The object under the brush or box, with its shadow or glow, above the clean
+        background (one layer, or a group of object and effect layers with ``apart``)."""
+        pixels = _picture(drawn)
+        region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
+        if region is None and not typed.strip():
+            raise InvalidInputError("brush over the object or type a box around it first")
+        return decompose(session, drawn, effects_method(), "auto", typed, "", 0, None, apart,
+                         request, progress)
+
+    @friendly
     def decompose_selected(session: Session | None, chosen: str, count: str, text: str,
                            number: float | None, step_count: float | None,
                            request: gr.Request, progress: gr.Progress = gr.Progress()
@@ -155,6 +183,8 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
     wire_run(start, stop, flags, decompose,
              [view.state, picture, method, layers, box, prompt, seed, steps, separate],
              [*view.outputs, notice], notice, "decompose", concurrency)
+    wire_run(extract, stop, flags, extract_effects, [view.state, picture, box, separate],
+             [*view.outputs, notice], notice, "extract_effects", concurrency)
     wire_run(split, stop, flags, decompose_selected,
              [view.state, method, layers, prompt, seed, steps],
              [*view.outputs, notice], notice, "decompose_layer", concurrency)

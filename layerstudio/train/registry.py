@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from layerstudio.pipelines.decompose_effects.training import LayerDecompTask
 from layerstudio.pipelines.layerd.training import TopLayerMattingTask
 from layerstudio.pipelines.qwen_layered.training import (
     QwenLayeredTransformerTask,
@@ -29,4 +30,5 @@ TASKS: dict[str, type[Task]] = {
     "qwen_layered_vae": QwenLayeredVaeTask,
     "qwen_layered_transformer": QwenLayeredTransformerTask,
     "top_layer_matting": TopLayerMattingTask,
+    "layerdecomp": LayerDecompTask,
 }

@@ -1,0 +1,179 @@
+"""``LayerDecompPipeline``: a picture and an object mask -> a clean background and an RGBA
+object layer that carries the object's shadows, reflections and glow (LayerDecomp, Yang et
+al. 2024, "Generative Image Layer Decomposition with Visual Effects").
+
+One MMDiT sequence holds four token streams, told apart by a learned per-stream embedding and
+the first rotary axis (:class:`~..anonymous_region.AnonymousRegionTransformer`, whose "layers"
+are these streams): 0 the picture and 3 the mask (conditions, kept clean at every step), 1 the
+background and 2 the foreground (targets, denoised by rectified flow from noise). Targets are
+LayerDiffuse-style latents (colour premultiplied on mid grey, the base VAE's latent), so the
+multi-layer transparent decoder turns the foreground's into RGBA, reading the picture and the
+background beside it. Sampling is :mod:`..dit_text_to_image`'s Euler loop; the velocity of the
+condition streams is zero, so they stay what was given. Repeated calls on the returned
+background peel objects one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from layerstudio.document import LayerStack
+
+from ..anonymous_region import AnonymousRegionPipeline
+from .layers import Extraction, effects_stack
+
+__all__ = ["STREAMS", "LayerDecompPipeline", "LayerDecompPipelineOutput", "mask_latent"]
+
+STREAMS = ("image", "background", "foreground", "mask")
+"""The token streams in sequence order (their index is the stream embedding and rotary id)."""
+CONDITIONS = (0, 3)
+TARGETS = (1, 2)
+
+
+@dataclass
+class LayerDecompPipelineOutput(BaseOutput):
+    """``layers``: one :class:`LayerStack` per picture ([background, object with effects],
+    or the effects apart with ``separate_effects``); ``extractions``: the parts as arrays
+    (:class:`~.layers.Extraction`)."""
+
+    layers: list[LayerStack]
+    extractions: list[Extraction]
+
+
+def mask_latent(mask: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, H, W) mask in [0, 1] -> the mask stream (B, channels, h, w) in [-1, 1]: the
+    share of each latent cell the object covers, the same in every channel."""
+    cells = F.interpolate(mask.float(), size=size, mode="area")
+    return (cells * 2 - 1).expand(-1, channels, -1, -1)
+
+
+class LayerDecompPipeline(AnonymousRegionPipeline):
+    """``pipe(picture, mask)`` -> background + object with its effects."""
+
+    @torch.no_grad()
+    def encode_conditions(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] and (B, 1, H, W) mask -> (B, 2, C, h, w): the scaled
+        picture latent and the mask stream."""
+        vae = self.vae
+        latent = vae.encode((image * 2 - 1).to(vae.device, vae.dtype)).latent_dist.mean
+        latent = (latent - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+        stream = mask_latent(mask.to(latent.device), latent.shape[1], latent.shape[-2:])
+        return torch.stack([latent, stream.to(latent.dtype)], dim=1)
+
+    def canvas_layout(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """Every stream covers the whole canvas (token boxes)."""
+        self._latent_grid(height, width)
+        canvas = (0, 0, width // self.token_grid, height // self.token_grid)
+        return [canvas] * len(STREAMS)
+
+    @torch.no_grad()
+    def __call__(self, image: Any, mask: Any, prompt: str | list[str] | None = None, *,
+                 negative_prompt: str | list[str] | None = None,
+                 num_inference_steps: int = 20, guidance_scale: float = 1.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None, separate_effects: bool = False,
+                 output_type: str = "stack", return_dict: bool = True,
+                 callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None
+                 = None,
+                 callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+                 max_sequence_length: int | None = None):
+        """Decompose. ``image``: (H, W, 3) float RGB in [0, 1], a PIL image or a (B, 3, H, W)
+        tensor; ``mask``: (H, W) booleans / [0, 1] floats, PIL or (B, 1, H, W), the object
+        (a tight mask or a box is enough). ``prompt`` (optional) describes the picture;
+        ``guidance_scale`` > 1 is true CFG against ``negative_prompt``. ``output_type``
+        "stack" or "latent" (``layers`` empty, ``extractions`` empty, the (B, 4, C, h, w)
+        latents returned as the second tuple item)."""
+        if output_type not in ("stack", "latent"):
+            raise ValueError(f"output_type must be 'stack' or 'latent', got {output_type!r}")
+        pixels, region = _as_tensors(image, mask)
+        batch, _, height, width = pixels.shape
+        layout = self.canvas_layout(height, width)
+        self._guidance_scale = guidance_scale
+        prompts, _, text, pooled = self.guided_text(
+            [""] * batch if prompt is None else prompt, negative_prompt, 1,
+            max_sequence_length, callback_on_step_end_tensor_inputs, (None, None, None, None))
+        if len(prompts) != batch:
+            raise ValueError(f"{len(prompts)} prompts for {batch} pictures")
+        device = self._execution_device
+        conditions = self.encode_conditions(pixels.to(device), region.to(device)).to(text.dtype)
+        shape = (batch, len(STREAMS), *conditions.shape[2:])
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=text.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device, text.dtype).clone()
+        latents[:, CONDITIONS] = conditions
+
+        def predict(model_input: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+            model_input = model_input.clone()
+            model_input[:, CONDITIONS] = conditions.repeat(
+                model_input.shape[0] // batch, 1, 1, 1, 1)
+            velocity = self.transformer(model_input, layout, time, text, pooled,
+                                        full_attention=True, return_dict=False)[0]
+            velocity[:, CONDITIONS] = 0  # the given picture and mask stay as they are
+            return velocity
+
+        count = len(STREAMS) * (height // self.token_grid) * (width // self.token_grid)
+        latents = self.denoise(latents, predict, count, num_inference_steps, text,
+                               callback_on_step_end, callback_on_step_end_tensor_inputs)
+        if output_type == "latent":
+            result = LayerDecompPipelineOutput(layers=[], extractions=[])
+            self.maybe_free_model_hooks()
+            return (result.layers, latents) if not return_dict else result
+
+        rgba = self.decode_layers(latents[:, :3], layout[:3]).permute(0, 1, 3, 4, 2)
+        extractions = [_extraction(layers.cpu().numpy(), object_mask)
+                       for layers, object_mask in zip(rgba, region[:, 0].cpu().numpy(),
+                                                      strict=True)]
+        info = {"pipeline": type(self).__name__, "num_inference_steps": num_inference_steps,
+                "guidance_scale": guidance_scale}
+        stacks = []
+        for extraction, text_prompt in zip(extractions, prompts, strict=True):
+            stack = effects_stack(extraction, separate_effects)
+            stack.metadata.update(info, prompt=text_prompt)
+            stacks.append(stack)
+        self.maybe_free_model_hooks()
+        result = LayerDecompPipelineOutput(layers=stacks, extractions=extractions)
+        return result if return_dict else (result.layers, result.extractions)
+
+
+def _as_tensors(image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) RGB and (B, 1, H, W) mask in [0, 1] from arrays, PIL images or tensors."""
+    def tensor(value: Any, channels: int) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.float() if value.dim() == 4 else value.float()[None]
+        array = np.asarray(value.convert("RGB" if channels == 3 else "L")
+                           if isinstance(value, PIL.Image.Image) else value)
+        array = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
+        if array.ndim == 2:
+            array = array[..., None]
+        return torch.from_numpy(np.ascontiguousarray(array[..., :channels])).permute(2, 0, 1)[None]
+
+    pixels, region = tensor(image, 3), tensor(mask, 1)
+    if pixels.shape[1] != 3 or region.shape[1] != 1:
+        raise ValueError("image must be RGB and mask one channel")
+    if pixels.shape[-2:] != region.shape[-2:]:
+        raise ValueError(f"the mask is {tuple(region.shape[-2:])}, the picture "
+                         f"{tuple(pixels.shape[-2:])} (height, width)")
+    return pixels, region
+
+
+def _extraction(layers: np.ndarray, object_mask: np.ndarray) -> Extraction:
+    """The decoded (picture, background, foreground) RGBA as an :class:`Extraction`: the
+    foreground inside the (slightly grown) object mask is the object, outside it the effect."""
+    from scipy import ndimage
+
+    background, foreground = layers[1, ..., :3], layers[2]
+    inside = ndimage.binary_dilation(object_mask > 0.5, iterations=1)[..., None]
+    return Extraction(background=background.astype(np.float32),
+                      object=np.where(inside, foreground, 0).astype(np.float32),
+                      effect=np.where(inside, 0, foreground).astype(np.float32))
