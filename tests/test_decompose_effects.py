@@ -113,3 +113,24 @@ def test_a_box_over_the_whole_picture_is_refused():
     picture, _, _, _ = _scene(size=64)
     with pytest.raises(InvalidInputError, match="whole picture"):
         extract_with_effects(picture, np.ones((64, 64), bool))
+
+
+def test_separate_effects_of_any_colour_composite_like_the_single_layer():
+    """A learned model's shadow is dark grey, not black: multiply and screen still give what
+    the one normal-mode layer gave."""
+    from layerstudio.pipelines.decompose_effects.layers import Extraction, effects_stack
+
+    rng = np.random.default_rng(3)
+    background = rng.uniform(0.3, 0.9, (32, 32, 3)).astype(np.float32)
+    effect = np.zeros((32, 32, 4), np.float32)
+    effect[4:16, 4:28, :3] = background[4:16, 4:28] * 0.4  # darker in every channel
+    effect[18:30, 4:28, :3] = background[18:30, 4:28] + (1 - background[18:30, 4:28]) * 0.5
+    effect[4:30, 4:28, 3] = rng.uniform(0.2, 0.8, (26, 24))
+    obj = np.zeros_like(effect)
+    obj[10:20, 10:20] = (0.2, 0.3, 0.9, 1.0)
+    parts = Extraction(background, obj, effect)
+    single = effects_stack(parts).composite_array()
+    apart = effects_stack(parts, separate=True)
+    assert [layer.blend_mode.value for layer in apart] == ["normal", "multiply", "screen",
+                                                           "normal"]
+    assert np.abs(apart.composite_array() - single).max() < 2e-3

@@ -4,9 +4,9 @@ An :class:`Extraction` holds the clean background, the object and its effect sep
 :func:`effects_stack` turns it into the document: the object carrying its effect in one layer
 (LayerDecomp's output), or, with ``separate``, the effect in layers of its own whose blend
 modes say what they do (a shadow multiplies, a glow screens), so a user can soften or delete
-a shadow alone. Either way the layers re-composite to the picture: black at alpha ``a`` in
-multiply mode darkens exactly as in normal mode, and white in screen mode lightens exactly as
-in normal mode.
+a shadow alone. Either way the layers re-composite to the picture: each effect pixel is
+recoloured so that multiply (screen) gives what normal mode gave over the background (black
+and white, which the classical method makes, stay as they are).
 """
 
 from __future__ import annotations
@@ -43,10 +43,21 @@ class Extraction:
         return out
 
 
-def _effect_part(effect: np.ndarray, white: bool) -> np.ndarray:
-    part = effect.copy()
-    lighter = effect[..., :3].mean(-1) > 0.5
-    part[..., 3] = np.where(lighter == white, effect[..., 3], 0)
+def _effect_part(effect: np.ndarray, background: np.ndarray, lighter: bool) -> np.ndarray:
+    """The effect pixels that darken (``lighter`` False) or lighten the background, recoloured
+    so that multiply (resp. screen) at the same alpha gives what normal mode gave: colour C at
+    alpha a over B is ``B (1 - a + a M)`` with ``M = C / B`` (multiply), and
+    ``(1 - a) B + a screen(B, S)`` with ``S = (C - B) / (1 - B)`` (screen). Exact where every
+    channel darkens (lightens) alike; a black shadow stays black, a white glow white."""
+    colour, alpha = effect[..., :3], effect[..., 3]
+    brighter = (colour - background).mean(-1) > 0
+    part = np.zeros_like(effect)
+    if lighter:
+        part[..., :3] = (colour - background) / np.maximum(1 - background, 1e-6)
+    else:
+        part[..., :3] = colour / np.maximum(background, 1e-6)
+    part[..., :3] = np.clip(part[..., :3], 0, 1)
+    part[..., 3] = np.where(brighter == lighter, alpha, 0)
     return part
 
 
@@ -65,9 +76,10 @@ def effects_stack(extraction: Extraction, separate: bool = False) -> LayerStack:
     if not separate:
         layers = [Layer(GROUP, extraction.foreground(), kind="object")]
     else:
-        layers = [Layer("shadow", _effect_part(extraction.effect, False), kind="shadow",
+        effect, under = extraction.effect, extraction.background
+        layers = [Layer("shadow", _effect_part(effect, under, False), kind="shadow",
                         blend_mode=BlendMode.MULTIPLY, group=(GROUP,)),
-                  Layer("glow", _effect_part(extraction.effect, True), kind="effect",
+                  Layer("glow", _effect_part(effect, under, True), kind="effect",
                         blend_mode=BlendMode.SCREEN, group=(GROUP,)),
                   Layer("object", extraction.object, kind="object", group=(GROUP,))]
     for layer in layers:
