@@ -131,6 +131,24 @@ def _art(tokenizer):
                 lambda output: output.rgba)
 
 
+def _layerdecomp(tokenizer):
+    from layerstudio.pipelines.decompose_effects.pipeline import STREAMS, LayerDecompPipeline
+
+    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=len(STREAMS))
+    with torch.no_grad():
+        transformer.layer_embedding.normal_(0, 0.5)
+    decoder = MultiLayerTransparentDecoder(dim=32, depth=1, heads=2)
+    pipe = LayerDecompPipeline(transformer=transformer, transparent_decoder=decoder,
+                               **_text_parts(tokenizer))
+    picture = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[16:40, 20:44] = True
+    return Case(pipe, {"image": picture, "mask": mask}, _flux_embeddings,
+                lambda latents: np.stack([parts.foreground()
+                                          for parts in pipe.extract(latents, mask)]),
+                not_in_parent=("height", "width"))
+
+
 def _sd_rgba(tokenizer):
     pipe = LatentTransparencyPipeline(**_sd_parts(tokenizer))
     return Case(pipe, {"height": 64, "width": 64}, _sd_embeddings, pipe.decode_latents_rgba)
@@ -220,6 +238,7 @@ def _joint(tokenizer):
 PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
                                   "joint": _joint, "qwen-image-layered": _qwen,
                                   "dit": _dit, "anonymous-region": _art,
+                                  "layerdecomp": _layerdecomp,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
                                   "conditioned-bg2fg": _conditioned("bg2fg"),

@@ -29,6 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from layerstudio.document import LayerStack
 
 from ..anonymous_region import AnonymousRegionPipeline
+from ..output_types import check_output_type, pictures_as
 from .layers import Extraction, effects_stack
 
 __all__ = ["STREAMS", "LayerDecompPipeline", "LayerDecompPipelineOutput", "mask_latent"]
@@ -41,10 +42,14 @@ TARGETS = (1, 2)
 
 @dataclass
 class LayerDecompPipelineOutput(BaseOutput):
-    """``layers``: one :class:`LayerStack` per picture ([background, object with effects],
-    or the effects apart with ``separate_effects``); ``extractions``: the parts as arrays
-    (:class:`~.layers.Extraction`)."""
+    """``images``: the object-with-effects layers, RGBA (PIL images, a (B, H, W, 4) float
+    array for ``output_type="np"``, (B, 4, H, W) for "pt"; the (B, 4, C, h, w) stream latents
+    for "latent"); ``layers``: one :class:`LayerStack` per picture ([background, object with
+    effects], or the effects apart with ``separate_effects``); ``extractions``: the parts as
+    arrays (:class:`~.layers.Extraction`). ``layers`` and ``extractions`` are empty for
+    latents."""
 
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     layers: list[LayerStack]
     extractions: list[Extraction]
 
@@ -76,33 +81,45 @@ class LayerDecompPipeline(AnonymousRegionPipeline):
         return [canvas] * len(STREAMS)
 
     @torch.no_grad()
-    def __call__(self, image: Any, mask: Any, prompt: str | list[str] | None = None, *,
+    def __call__(self, image: Any = None, mask: Any = None,
+                 prompt: str | list[str] | None = None, *,
                  negative_prompt: str | list[str] | None = None,
                  num_inference_steps: int = 20, guidance_scale: float = 1.0,
+                 num_images_per_prompt: int = 1,
                  generator: torch.Generator | list[torch.Generator] | None = None,
-                 latents: torch.Tensor | None = None, separate_effects: bool = False,
-                 output_type: str = "stack", return_dict: bool = True,
+                 latents: torch.Tensor | None = None,
+                 prompt_embeds: torch.Tensor | None = None,
+                 pooled_prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None,
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None,
+                 separate_effects: bool = False, output_type: str = "pil",
+                 return_dict: bool = True,
                  callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None
                  = None,
                  callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
                  max_sequence_length: int | None = None):
         """Decompose. ``image``: (H, W, 3) float RGB in [0, 1], a PIL image or a (B, 3, H, W)
-        tensor; ``mask``: (H, W) booleans / [0, 1] floats, PIL or (B, 1, H, W), the object
-        (a tight mask or a box is enough). ``prompt`` (optional) describes the picture;
-        ``guidance_scale`` > 1 is true CFG against ``negative_prompt``. ``output_type``
-        "stack" or "latent" (``layers`` empty, ``extractions`` empty, the (B, 4, C, h, w)
-        latents returned as the second tuple item)."""
-        if output_type not in ("stack", "latent"):
-            raise ValueError(f"output_type must be 'stack' or 'latent', got {output_type!r}")
+        tensor; ``mask``: (H, W) booleans / [0, 1] floats, PIL or (B, 1, H, W): the object (a
+        tight mask or a box is enough). The output size is the picture's. ``prompt``
+        (optional, default empty) describes the picture; one picture serves every prompt,
+        or give one per prompt. ``guidance_scale`` > 1 is true CFG against
+        ``negative_prompt``. ``output_type``: "pil", "np", "pt" or "latent"."""
+        check_output_type(output_type)
+        if image is None or mask is None:
+            raise ValueError("LayerDecomp needs the picture and the object's mask")
         pixels, region = _as_tensors(image, mask)
-        batch, _, height, width = pixels.shape
+        height, width = pixels.shape[-2:]
         layout = self.canvas_layout(height, width)
         self._guidance_scale = guidance_scale
+        if prompt is None and prompt_embeds is None:
+            prompt = ""
         prompts, _, text, pooled = self.guided_text(
-            [""] * batch if prompt is None else prompt, negative_prompt, 1,
-            max_sequence_length, callback_on_step_end_tensor_inputs, (None, None, None, None))
-        if len(prompts) != batch:
-            raise ValueError(f"{len(prompts)} prompts for {batch} pictures")
+            prompt, negative_prompt, num_images_per_prompt, max_sequence_length,
+            callback_on_step_end_tensor_inputs,
+            (prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds,
+             negative_pooled_prompt_embeds))
+        batch = len(prompts)
+        pixels, region = _per_prompt(pixels, batch), _per_prompt(region, batch)
         device = self._execution_device
         conditions = self.encode_conditions(pixels.to(device), region.to(device)).to(text.dtype)
         shape = (batch, len(STREAMS), *conditions.shape[2:])
@@ -126,24 +143,51 @@ class LayerDecompPipeline(AnonymousRegionPipeline):
         latents = self.denoise(latents, predict, count, num_inference_steps, text,
                                callback_on_step_end, callback_on_step_end_tensor_inputs)
         if output_type == "latent":
-            result = LayerDecompPipelineOutput(layers=[], extractions=[])
-            self.maybe_free_model_hooks()
-            return (result.layers, latents) if not return_dict else result
-
-        rgba = self.decode_layers(latents[:, :3], layout[:3]).permute(0, 1, 3, 4, 2)
-        extractions = [_extraction(layers.cpu().numpy(), object_mask)
-                       for layers, object_mask in zip(rgba, region[:, 0].cpu().numpy(),
-                                                      strict=True)]
-        info = {"pipeline": type(self).__name__, "num_inference_steps": num_inference_steps,
-                "guidance_scale": guidance_scale}
-        stacks = []
-        for extraction, text_prompt in zip(extractions, prompts, strict=True):
-            stack = effects_stack(extraction, separate_effects)
-            stack.metadata.update(info, prompt=text_prompt)
-            stacks.append(stack)
+            result = LayerDecompPipelineOutput(images=latents, layers=[], extractions=[])
+        else:
+            extractions = self.extract(latents, region)
+            info = {"pipeline": type(self).__name__, "num_inference_steps": num_inference_steps,
+                    "guidance_scale": guidance_scale}
+            stacks = []
+            for extraction, text_prompt in zip(extractions, prompts, strict=True):
+                stack = effects_stack(extraction, separate_effects)
+                stack.metadata.update(info, prompt=text_prompt)
+                stacks.append(stack)
+            foregrounds = np.stack([extraction.foreground() for extraction in extractions])
+            result = LayerDecompPipelineOutput(images=pictures_as(foregrounds, output_type),
+                                               layers=stacks, extractions=extractions)
         self.maybe_free_model_hooks()
-        result = LayerDecompPipelineOutput(layers=stacks, extractions=extractions)
-        return result if return_dict else (result.layers, result.extractions)
+        return result if return_dict else (result.images, result.layers, result.extractions)
+
+    @torch.no_grad()
+    def decode_streams(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, 4, C, h, w) stream latents -> (B, 3, H, W, 4) float RGBA of the picture, the
+        background and the foreground (what ``output_type="latent"`` chains into)."""
+        rows, cols = latents.shape[-2:]
+        layout = self.canvas_layout(rows * self.vae_scale_factor, cols * self.vae_scale_factor)
+        rgba = self.decode_layers(latents[:, :3], layout[:3])
+        return rgba.permute(0, 1, 3, 4, 2).float().cpu().numpy()
+
+    def extract(self, latents: torch.Tensor, mask: Any) -> list[Extraction]:
+        """Stream latents and the object mask ((B, 1, H, W), or one (H, W) for all) ->
+        one :class:`Extraction` per picture: the foreground inside the slightly grown mask is
+        the object, outside it the effect."""
+        rgba = self.decode_streams(latents)
+        masks = np.asarray(mask.cpu()[:, 0] if isinstance(mask, torch.Tensor) else mask)
+        masks = np.broadcast_to(masks, (len(rgba), *rgba.shape[2:4]))
+        return [_extraction(layers, object_mask)
+                for layers, object_mask in zip(rgba, masks, strict=True)]
+
+
+def _per_prompt(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    """One picture (or mask) for every prompt, or one each."""
+    if tensor.shape[0] == count:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(count, *tensor.shape[1:])
+    if count % tensor.shape[0] == 0:
+        return tensor.repeat_interleave(count // tensor.shape[0], dim=0)
+    raise ValueError(f"{tensor.shape[0]} pictures for {count} prompts")
 
 
 def _as_tensors(image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
