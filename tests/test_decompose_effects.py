@@ -134,3 +134,24 @@ def test_separate_effects_of_any_colour_composite_like_the_single_layer():
     assert [layer.blend_mode.value for layer in apart] == ["normal", "multiply", "screen",
                                                            "normal"]
     assert np.abs(apart.composite_array() - single).max() < 2e-3
+
+
+def test_a_batch_job_extracts_with_separate_effects(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from layerstudio.batch import run_batch
+
+    picture, disc, _, _ = _scene()
+    source = tmp_path / "photo.png"
+    Image.fromarray(np.rint(picture * 255).astype(np.uint8)).save(source)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"task": "decompose", "image": str(source), "name": "cut",
+                                "method": "effects-classical", "box": _box_text(disc),
+                                "separate_effects": True}) + "\n")
+    summary = run_batch(jobs, tmp_path / "out", ("psd",), progress=False)
+    assert summary.failed == 0
+    stack = LayerStack.load(tmp_path / "out" / "cut.psd")
+    assert [(layer.name, layer.blend_mode.value) for layer in stack] == [
+        ("background", "normal"), ("shadow", "multiply"), ("object", "normal")]
