@@ -27,7 +27,6 @@ from layerstudio.datasets.splits import load_split
 from layerstudio.decompose import DECOMPOSITION, auto_layer_count, recomposition
 from layerstudio.document import Layer, LayerStack
 from layerstudio.eval.layers_edit_dist import layers_edit_distance, scores_at
-from layerstudio.presets import get_preset, is_available
 from layerstudio.studio import Studio
 
 BASELINE = "one layer"
@@ -88,10 +87,8 @@ def _auto_rule(samples: list[LayerStack]) -> dict[str, float]:
 def _runnable(method: str) -> bool:
     """Whether ``method`` splits a whole design here: its weights are present, and it is not
     an effects method (those pull one object out; benchmarks/decompose_effects.py)."""
-    entry = DECOMPOSITION.get(method)
-    if "separate_effects" in entry.takes:
-        return False
-    return entry.preset is None or is_available(get_preset(entry.preset))
+    return (method not in DECOMPOSITION.taking("separate_effects")
+            and DECOMPOSITION.installed(method))
 
 
 def main() -> None:

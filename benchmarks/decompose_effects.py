@@ -25,11 +25,10 @@ from layerstudio.document import LayerStack
 from layerstudio.eval.metrics import psnr, ssim
 from layerstudio.pipelines.decompose_effects.classical import extract_with_effects
 from layerstudio.pipelines.decompose_effects.layers import effects_stack
-from layerstudio.presets import get_preset, is_available
 from layerstudio.studio import Studio
 
 BASELINE = "mask-only matting"
-METHODS = [name for name in DECOMPOSITION if "separate_effects" in DECOMPOSITION.get(name).takes]
+METHODS = DECOMPOSITION.taking("separate_effects")
 
 
 def _box(mask: np.ndarray, pad: int = 2) -> tuple[int, int, int, int]:
@@ -96,11 +95,6 @@ def _score(method: str, samples: list, studio: Studio) -> dict[str, dict[str, fl
             for key, group in rows.items()}
 
 
-def _runnable(method: str) -> bool:
-    preset = DECOMPOSITION.get(method).preset
-    return preset is None or is_available(get_preset(preset))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=40, help="held-out effects samples")
@@ -109,7 +103,7 @@ def main() -> None:
     studio = Studio(device="cpu")
     samples = [generate("effects", i, size=args.size, split="heldout", seed=11)
                for i in range(args.n)]
-    methods = [BASELINE, *(m for m in METHODS if _runnable(m))]
+    methods = [BASELINE, *(m for m in METHODS if DECOMPOSITION.installed(m))]
     scores = {method: _score(method, samples, studio) for method in methods}
     base = scores[BASELINE]["all"]
     for method in methods[1:]:
@@ -121,7 +115,7 @@ def main() -> None:
             mine["background_psnr"] - base["background_psnr"], 2)
     report = {"samples": f"{args.n} held-out effects at {args.size} px", "baseline": BASELINE,
               "methods": scores,
-              "skipped (weights not here)": [m for m in METHODS if not _runnable(m)]}
+              "skipped (weights not here)": [m for m in METHODS if not DECOMPOSITION.installed(m)]}
     print(json.dumps(report, indent=2))
 
 

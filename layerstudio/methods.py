@@ -67,6 +67,14 @@ class MethodTable:
                                     f"{', '.join(self._methods)}")
         return self._methods[name]
 
+    def installed(self, name: str) -> bool:
+        """Whether method ``name`` can run here: it needs no model, or its preset's weights
+        are present."""
+        from .presets import get_preset, is_available
+
+        preset = self.get(name).preset
+        return preset is None or is_available(get_preset(preset))
+
     def taking(self, what: str) -> list[str]:
         """The methods that take input ``what``."""
         return [name for name, method in self._methods.items() if what in method.takes]

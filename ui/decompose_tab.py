@@ -67,12 +67,8 @@ def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: f
 def effects_method() -> str:
     """The method "Extract with its effects" uses: the first effects method of the table
     (those that can separate effects) whose model is here."""
-    from layerstudio.presets import get_preset, is_available
-
-    for name in DECOMPOSITION:
-        entry = DECOMPOSITION.get(name)
-        if "separate_effects" in entry.takes and (
-                entry.preset is None or is_available(get_preset(entry.preset))):
+    for name in DECOMPOSITION.taking("separate_effects"):
+        if DECOMPOSITION.installed(name):
             return name
     raise InvalidInputError("no method to extract an object with its effects is installed")
 
