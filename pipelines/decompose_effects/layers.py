@@ -17,6 +17,7 @@ import numpy as np
 
 from layerstudio.blend import BlendMode
 from layerstudio.document import Layer, LayerStack
+from layerstudio.eval.layers_edit_dist import over
 
 __all__ = ["GROUP", "Extraction", "effects_stack"]
 
@@ -33,14 +34,7 @@ class Extraction:
 
     def foreground(self) -> np.ndarray:
         """The object over its effect as one straight RGBA layer."""
-        top, bottom = self.object, self.effect
-        at, ab = top[..., 3:], bottom[..., 3:]
-        alpha = at + ab * (1 - at)
-        colour = top[..., :3] * at + bottom[..., :3] * ab * (1 - at)
-        out = np.zeros_like(top)
-        np.divide(colour, alpha, out=out[..., :3], where=alpha > 0)
-        out[..., 3:] = alpha
-        return out
+        return over(self.effect, self.object)
 
 
 def _effect_part(effect: np.ndarray, background: np.ndarray, lighter: bool) -> np.ndarray:
