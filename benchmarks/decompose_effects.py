@@ -8,14 +8,22 @@ the foreground alpha (object and effect) over the whole canvas, and over the eff
 alone (outside the object); alpha-weighted RGB L1 of the foreground; recomposition PSNR;
 seconds. Ratios against the baseline. Prints JSON.
 
-    python benchmarks/decompose_effects.py [-n 40] [--size 128]
+``--ablation RUN`` also scores a trained run folder in place of the shipped
+``tiny-layerdecomp`` (the same recipe without the consistency loss, say:
+``layerstudio train tiny-layerdecomp-noconsistency -o RUN``), as the row "effects (RUN's
+name)"; ``--model RUN`` does the same for the shipped model's own row (a run not shipped yet).
+
+    python benchmarks/decompose_effects.py [-n 40] [--size 128] [--ablation RUN]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +33,7 @@ from layerstudio.document import LayerStack
 from layerstudio.eval.metrics import psnr, ssim
 from layerstudio.pipelines.decompose_effects.classical import extract_with_effects
 from layerstudio.pipelines.decompose_effects.layers import effects_stack
+from layerstudio.presets import weights_from
 from layerstudio.studio import Studio
 
 BASELINE = "mask-only matting"
@@ -95,16 +104,38 @@ def _score(method: str, samples: list, studio: Studio) -> dict[str, dict[str, fl
             for key, group in rows.items()}
 
 
+@contextmanager
+def _run_as_shipped(run: Path | None):
+    """Within the block, the ``effects`` method loads ``run`` as its preset (if given)."""
+    with ExitStack() as stack:
+        if run is not None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            preset = DECOMPOSITION.get("effects").preset
+            (folder / preset).symlink_to(run.resolve(), target_is_directory=True)
+            stack.enter_context(weights_from(folder, fallback=True))
+        yield
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=40, help="held-out effects samples")
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--model", type=Path, help="a run folder to score as the effects model")
+    parser.add_argument("--ablation", type=Path, help="a run folder to score beside it")
     args = parser.parse_args()
-    studio = Studio(device="cpu")
     samples = [generate("effects", i, size=args.size, split="heldout", seed=11)
                for i in range(args.n)]
-    methods = [BASELINE, *(m for m in METHODS if DECOMPOSITION.installed(m))]
-    scores = {method: _score(method, samples, studio) for method in methods}
+    scores = {}
+    with _run_as_shipped(args.model):
+        methods = [BASELINE, *(m for m in METHODS if DECOMPOSITION.installed(m))]
+        studio = Studio(device="cpu")
+        for method in methods:
+            scores[method] = _score(method, samples, studio)
+    if args.ablation is not None:
+        with _run_as_shipped(args.ablation):
+            row = f"effects ({args.ablation.name})"
+            scores[row] = _score("effects", samples, Studio(device="cpu"))
+            methods.append(row)
     base = scores[BASELINE]["all"]
     for method in methods[1:]:
         mine = scores[method]["all"]
@@ -115,7 +146,7 @@ def main() -> None:
             mine["background_psnr"] - base["background_psnr"], 2)
     report = {"samples": f"{args.n} held-out effects at {args.size} px", "baseline": BASELINE,
               "methods": scores,
-              "skipped (weights not here)": [m for m in METHODS if not DECOMPOSITION.installed(m)]}
+              "skipped (weights not here)": [m for m in METHODS if m not in methods]}
     print(json.dumps(report, indent=2))
 
 

@@ -490,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="denoising steps (model methods)")
     p.add_argument("--separate-effects", action="store_true",
-                   help="put the shadow (multiply) and glow (screen) in layers of their own "
-                        "under the object (effects methods)")
+                   help="put the shadow (multiply), reflection and glow (screen) in layers of "
+                        "their own under the object (effects methods)")
     p.add_argument("--preview", action="store_true",
                    help="also write OUTPUT.preview.png: every layer and the composite")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")

@@ -76,15 +76,45 @@ def _layerd(preset_name: str) -> Callable[[Request, Any], LayerStack]:
     return run
 
 
-def _effects_classical(request: Request, studio: Any) -> LayerStack:
-    from layerstudio.pipelines.decompose_effects.classical import extract_with_effects
-    from layerstudio.pipelines.decompose_effects.layers import effects_stack
+def _effects(method: str, request: Request, extract: Callable[..., Any]) -> LayerStack:
+    """An effects method's layers: each object the region marks pulled out by
+    ``extract(picture, part)``, one after the other (``layers.peeled``)."""
+    from layerstudio.pipelines.decompose_effects.layers import effects_stack, peeled
 
     if request.region is None:
-        raise InvalidInputError("effects-classical pulls out one object: give a mask or a box "
+        raise InvalidInputError(f"{method} pulls out one object: give a mask or a box "
                                 "around it")
-    return effects_stack(extract_with_effects(request.rgb, request.region, request.on_step),
-                         request.separate_effects)
+    return effects_stack(peeled(request.rgb, request.region, extract), request.separate_effects)
+
+
+def _effects_classical(request: Request, studio: Any) -> LayerStack:
+    from layerstudio.pipelines.decompose_effects.classical import extract_with_effects
+
+    return _effects("effects-classical", request,
+                    lambda rgb, part: extract_with_effects(rgb, part, request.on_step))
+
+
+def _effects_model(preset_name: str) -> Callable[[Request, Any], LayerStack]:
+    """The run function of a LayerDecomp preset (``with_model.extract_with_model``)."""
+
+    def run(request: Request, studio: Any) -> LayerStack:
+        from layerstudio.pipelines.decompose_effects.with_model import extract_with_model
+        from layerstudio.presets import get_preset
+
+        from .studio import step_hook
+
+        preset = get_preset(preset_name)
+        steps = preset.steps if request.steps is None else int(request.steps)
+        if not 1 <= steps <= 1000:
+            raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
+        pipe = studio.pipeline(preset_name)
+        stack = _effects(preset_name, request, lambda rgb, part: extract_with_model(
+            pipe, rgb, part, resolution=preset.resolution, steps=steps, seed=request.seed,
+            callbacks=step_hook(request.on_step, steps)))
+        stack.metadata.update(model=preset_name, steps=steps, seed=request.seed)
+        return stack
+
+    return run
 
 
 AUTO_RANGE = (2, 8)
@@ -165,6 +195,12 @@ DECOMPOSITION.add(Method(
     "GrabCut and closed-form matting for the object, the luminance ratio to the background "
     "for the effect, the background filled; any size",
     _effects_classical, ("mask", "box", "separate_effects")))
+DECOMPOSITION.add(Method(
+    "effects", "one object with its shadow, reflection or glow, shipped model (needs a mask "
+    "or box): LayerDecomp - a DiT predicts the clean background and the object with its "
+    "effects; colours solved from the picture at full size",
+    _effects_model("tiny-layerdecomp"), ("mask", "box", "separate_effects", "seed", "steps"),
+    "tiny-layerdecomp"))
 DECOMPOSITION.add(Method(
     "qwen-image-layered", "Qwen-Image-Layered (20B, download + large GPU): any picture into "
     "RGBA layers; layers=auto asks for the objects the classical analysis sees + 1",

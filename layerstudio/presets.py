@@ -89,6 +89,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "background + one transparent layer per box from one prompt (ART, 64 px, CPU)",
            recipe="tiny-art", mode="layers"),
+    Preset("tiny-layerdecomp",
+           "layerstudio.pipelines.decompose_effects.pipeline:LayerDecompPipeline", "shipped",
+           64, 20, 1.0, "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "picture + object mask -> clean background and the object with its shadow, "
+           "reflection or glow (LayerDecomp on tiny-art, 64 px scene, any picture size)",
+           recipe="tiny-layerdecomp", mode="decompose"),
     Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "offline prompt-adherence score: which emoji does an image show?",

@@ -87,7 +87,7 @@ def test_budget_region_and_transparent_input(studio):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"method": "magic"}, "unknown decompose method 'magic'; available: classical, "
-                          "tiny-layerd, effects-classical, qwen-image-layered"),
+                          "tiny-layerd, effects-classical, effects, qwen-image-layered"),
     ({"prompt": "a poster"}, "prompt is for method 'qwen-image-layered'; 'classical' takes "
                              "layers, mask, box"),
     ({"layers": 0}, "whole number from 1 to 64"),

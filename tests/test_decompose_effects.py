@@ -106,7 +106,8 @@ def test_cli_writes_object_with_its_shadow_and_refuses_without_a_region(tmp_path
     assert "give a mask or a box" in capsys.readouterr().err
     assert main(["decompose", str(source), "--separate-effects",
                  "-o", str(tmp_path / "y.psd")]) == 2
-    assert "separating effects is for method 'effects-classical'" in capsys.readouterr().err
+    assert "separating effects is for methods 'effects-classical', 'effects'" in \
+        capsys.readouterr().err
 
 
 def test_a_box_over_the_whole_picture_is_refused():

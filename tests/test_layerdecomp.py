@@ -149,3 +149,82 @@ def test_consistency_loss_reaches_the_foreground_of_scenes_without_ground_truth(
         module = task.trainable()
         changes[weight] = abs(loss(task, module, 0.5) - loss(task, module, 0.0))
     assert changes[1.0] > 1e-4 and changes[0.0] == 0
+
+
+def _scene_with_shadow(height: int = 120, width: int = 150):
+    """A red square with a dark drop shadow on a light gradient, off-centre on a wide canvas."""
+    ys, xs = np.mgrid[:height, :width].astype(np.float32)
+    picture = np.stack([0.7 + 0.2 * xs / width, 0.75 + 0.1 * ys / height,
+                        np.full_like(xs, 0.6)], -1)
+    shadow = np.zeros((height, width), np.float32)
+    shadow[50:86, 76:112] = 0.5
+    picture *= 1 - shadow[..., None]
+    square = np.zeros((height, width), bool)
+    square[44:80, 70:106] = True
+    picture[square] = [0.9, 0.1, 0.1]
+    return picture, square
+
+
+def test_scene_crop_is_a_square_around_the_object_inside_the_canvas():
+    from layerstudio.pipelines.decompose_effects.with_model import OBJECT_SHARE, scene_crop
+
+    region = np.zeros((300, 500), bool)
+    region[200:260, 440:480] = True  # 60 px tall, near the right edge
+    rows, cols = scene_crop(region)
+    assert rows.stop - rows.start == cols.stop - cols.start == round(60 / OBJECT_SHARE)
+    assert rows.start >= 0 and rows.stop <= 300 and cols.start >= 0 and cols.stop == 500
+    assert region[rows, cols].sum() == region.sum()
+    small = np.zeros((40, 200), bool)
+    small[10:30, 20:60] = True  # the square would not fit: as much as the canvas holds
+    rows, cols = scene_crop(small)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (40, 40 / OBJECT_SHARE)
+
+
+def test_the_model_at_any_size_gives_layers_that_add_up_to_the_picture(pipe):
+    from layerstudio.pipelines.decompose_effects.layers import effects_stack
+    from layerstudio.pipelines.decompose_effects.with_model import extract_with_model
+
+    picture, square = _scene_with_shadow()
+    box = np.zeros_like(square)
+    box[40:90, 66:116] = True
+    steps = []
+    extraction = extract_with_model(
+        pipe, picture, box, resolution=64, steps=2, seed=0,
+        callbacks={"callback_on_step_end": lambda p, i, t, tensors: steps.append(i) or {}})
+    assert steps == [0, 1]
+    assert extraction.background.shape == picture.shape
+    for separate in (False, True):
+        stack = effects_stack(extraction, separate)
+        assert stack.size == (150, 120)
+        assert np.abs(stack.composite_array()[..., :3] - picture).max() < 2e-3
+    # the object stays within GrabCut's square (not the whole box); far off nothing changes
+    assert not extraction.object[..., 3][~ndimage.binary_dilation(square, iterations=3)].any()
+    assert np.array_equal(extraction.background[:, :20], picture[:, :20])
+
+
+def test_the_effects_method_peels_each_boxed_object_from_the_shipped_preset_folder(
+        pipe, tmp_path, monkeypatch):
+    from layerstudio import presets
+    from layerstudio.decompose import DECOMPOSITION
+    from layerstudio.studio import Studio
+
+    pipe.save_pretrained(tmp_path / "tiny-layerdecomp")
+    real = presets.preset_path
+    monkeypatch.setattr(presets, "preset_path", lambda name: tmp_path / name
+                        if name == "tiny-layerdecomp" else real(name))
+    assert DECOMPOSITION.installed("effects")
+    picture, square = _scene_with_shadow()
+    picture[10:30, 10:30] = [0.1, 0.2, 0.8]  # a second object, higher in the frame
+    region = np.zeros_like(square)
+    region[40:90, 66:116] = True
+    region[6:34, 6:34] = True
+    seen = []
+    stack = Studio(device="cpu").decompose(picture, method="effects", mask=region, steps=2,
+                                           separate_effects=True,
+                                           on_step=lambda done, total: seen.append(total))
+    groups = [layer.group for layer in stack.layers[1:]]
+    assert groups[-1] == ("object with effects",)  # the lower (nearer) object on top
+    assert ("object with effects 2",) in groups
+    assert seen and set(seen) == {2}
+    assert stack.metadata["model"] == "tiny-layerdecomp" and stack.metadata["steps"] == 2
+    assert np.abs(stack.composite_array()[..., :3] - picture).max() < 2e-3

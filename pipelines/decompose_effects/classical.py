@@ -34,6 +34,7 @@ from layerstudio.errors import InvalidInputError
 from layerstudio.pipelines.classical_decompose.fill import fill_under, fitted_surface
 
 from .layers import Extraction
+from .solve import effect_limit, on_canvas, solved_parts
 
 __all__ = ["extract_with_effects"]
 
@@ -199,13 +200,6 @@ def band_luma(rgb: np.ndarray, hole: np.ndarray, ring: np.ndarray, band: np.ndar
     return local[band], _by_surface(local, ring, band)
 
 
-def _effect_limit(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """The most effect alpha a pixel allows: dividing a shadow (colour 0) out of it must not
-    push a channel above 1, nor a glow's (colour 1) below 0, or the layers would no longer add
-    up to the picture."""
-    return np.where(colour > 0, rgb.min(-1), 1 - rgb.max(-1))
-
-
 def effect_alpha(rgb: np.ndarray, hole: np.ndarray, reach: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Effect alpha and colour (black: darkening, white: lightening) around ``hole``."""
@@ -225,7 +219,7 @@ def effect_alpha(rgb: np.ndarray, hole: np.ndarray, reach: int
     colour[band] = lighter.astype(np.float32)
     # per pixel (a blur would mix a pattern's colours), then a median against speckle
     alpha = ndimage.median_filter(alpha, size=3)
-    alpha = np.where(band, np.minimum(alpha, _effect_limit(rgb, colour)), 0)
+    alpha = np.where(band, np.minimum(alpha, effect_limit(rgb, colour)), 0)
     alpha[alpha < MIN_EFFECT] = 0
     labels, count = ndimage.label(alpha > 0)
     if count:  # keep what touches the object: an effect is cast by it
@@ -275,47 +269,9 @@ def extract_with_effects(rgb: np.ndarray, region: np.ndarray,
     effect = np.clip(_resize(effect_small, (width, height)), 0, 1)
     colour = (_resize(colour_small, (width, height)) > 0.5).astype(np.float32)
     hole = _resize(hole_small.astype(np.float32), (width, height)) > 0.01
-    effect[hole] = 0
-    effect = np.minimum(effect, _effect_limit(picture, colour))  # again, after scaling up
-    unshaded = picture.copy()
-    covered = effect > 0
-    keep = np.maximum(1 - effect[covered], 1e-3)[:, None]
-    unshaded[covered] = np.clip((picture[covered] - effect[covered][:, None] *
-                                 colour[covered][:, None]) / keep, 0, 1)
-    background, _ = fill_under(unshaded, ~hole, hole)
-    # the hole was grown so that edge colours do not leak into the fill; where the matte
-    # says no object, the picture is the background
-    clear = hole & (alpha <= 1 / 255)
-    background[clear] = unshaded[clear]
-    effects = np.zeros((height, width, 4), np.float32)
-    effects[..., :3] = colour[..., None]
-    effects[..., 3] = effect
-    below = effects[..., 3:] * effects[..., :3] + (1 - effects[..., 3:]) * background
-    solid = alpha > 1 / 255
-    alpha = np.where(solid, np.maximum(alpha, _least_alpha(picture, below)), 0)
-    objects = np.zeros((height, width, 4), np.float32)
-    objects[solid, :3] = np.clip((picture[solid] - (1 - alpha[solid, None]) * below[solid])
-                                 / alpha[solid, None], 0, 1)
-    objects[..., 3] = np.where(solid, alpha, 0)
+    background, objects, effect_layer = solved_parts(
+        picture, alpha, effect, colour, hole,
+        lambda unshaded, hole: fill_under(unshaded, ~hole, hole)[0])
     report(4, 4)
-    return _on_canvas(rgb, crop, background, objects, effects)
+    return on_canvas(rgb, crop, background, objects, effect_layer)
 
-
-def _least_alpha(picture: np.ndarray, below: np.ndarray) -> np.ndarray:
-    """The least alpha with which some colour in [0, 1] over ``below`` gives ``picture``: a
-    matte below it would need an impossible object colour (the background estimate is off)."""
-    up = np.where(picture > below, (picture - below) / np.maximum(1 - below, 1e-6), 0)
-    down = np.where(picture < below, (below - picture) / np.maximum(below, 1e-6), 0)
-    return np.clip(np.maximum(up, down).max(-1), 0, 1)
-
-
-def _on_canvas(rgb: np.ndarray, crop: tuple[slice, slice], background: np.ndarray,
-               objects: np.ndarray, effects: np.ndarray) -> Extraction:
-    """The crop's parts placed back on the full canvas (the rest of the picture unchanged)."""
-    full_bg = rgb.astype(np.float32).copy()
-    full_bg[crop] = background
-    full_obj = np.zeros((*rgb.shape[:2], 4), np.float32)
-    full_obj[crop] = objects
-    full_eff = np.zeros_like(full_obj)
-    full_eff[crop] = effects
-    return Extraction(full_bg, full_obj, full_eff)
