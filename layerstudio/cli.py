@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N layers, background included (default auto)")
     p.add_argument("--mask", metavar="FILE",
                    help="picture-sized image, white = the region to decompose")
-    p.add_argument("--box", metavar="X,Y,W,H", help="the region to decompose, in pixels")
+    p.add_argument("--box", metavar="X,Y,W,H", help="the region to decompose, in pixels "
+                   "(several: X,Y,W,H;X,Y,W,H; the effects methods peel each in turn)")
     p.add_argument("--layer", help="split this layer (name or index) of a layered INPUT into "
                                    "a group of sub-layers, keeping the rest of the document")
     p.add_argument("--prompt", help="what the picture shows (model methods)")

@@ -209,7 +209,17 @@ DECOMPOSITION.add(Method(
 
 
 def parse_box(box: Any, size: tuple[int, int]) -> np.ndarray:
-    """``x,y,w,h`` (a string or four numbers) as a boolean mask of a ``size`` (w, h) canvas."""
+    """``x,y,w,h`` (a string or four numbers) as a boolean mask of a ``size`` (w, h) canvas;
+    several boxes (``"x,y,w,h;x,y,w,h"`` or a list of four-number lists) as their union (the
+    effects methods peel each in turn)."""
+    several = box.split(";") if isinstance(box, str) and ";" in box else \
+        box if isinstance(box, (list, tuple)) and box and isinstance(box[0], (list, tuple)) \
+        else None
+    if several is not None:
+        parts = [part for part in several if not (isinstance(part, str) and not part.strip())]
+        if not parts:
+            raise InvalidInputError(f"a box is x,y,w,h in pixels, got {box!r}")
+        return np.logical_or.reduce([parse_box(part, size) for part in parts])
     try:
         values = [int(v) for v in (box.split(",") if isinstance(box, str) else box)]
     except (TypeError, ValueError, AttributeError):

@@ -156,3 +156,19 @@ def test_a_batch_job_extracts_with_separate_effects(tmp_path):
     stack = LayerStack.load(tmp_path / "out" / "cut.psd")
     assert [(layer.name, layer.blend_mode.value) for layer in stack] == [
         ("background", "normal"), ("shadow", "multiply"), ("object", "normal")]
+
+
+def test_two_boxes_peel_two_objects_each_with_its_shadow():
+    """``box="a;b"``: the lower object is pulled out first and lies on top; the upper one comes
+    out of the background the first left; the four layers still add up to the picture."""
+    picture, disc, _, _ = _scene(size=160)
+    moved = np.roll(disc, (-45, 56), axis=(0, 1))  # the same disc, up and right
+    picture = np.where(moved[..., None] > 0.5, np.roll(picture, (-45, 56), axis=(0, 1)),
+                       picture)
+    boxes = ";".join(_box_text(alpha) for alpha in (disc, moved))
+    stack = Studio(device="cpu").decompose(picture, method="effects-classical", box=boxes)
+    assert [layer.name for layer in stack] == ["background", "object with effects 2",
+                                               "object with effects"]
+    upper, lower = stack.layers[1], stack.layers[2]
+    assert upper.offset[1] < lower.offset[1]
+    assert stack.metadata["recomposition_psnr"] > 60

@@ -265,13 +265,14 @@ def test_extract_an_object_with_its_shadow_on_layers_of_their_own(server, tmp_pa
     assert "by effects-classical" in result[-1] and "99.0 dB" in result[-1]
     names = [layer.name for layer in LayerStack.load(c.predict("PSD", api_name="/export"))]
     assert names[0] == "background" and names[-1] == "object" and "shadow" in names
-    # the tab's own button: the first effects method installed, one layer by default
-    result = c.predict(drawn, box, False, api_name="/extract_effects")
+    # the tab's own button: with a method that is no effects method chosen, the first effects
+    # method installed; one layer by default
+    result = c.predict(drawn, "classical", box, 0, None, False, api_name="/extract_effects")
     assert "by effects-classical" in result[-1]
     names = [layer.name for layer in LayerStack.load(c.predict("PSD", api_name="/export"))]
     assert names == ["background", "object with effects"]
     with pytest.raises(AppError, match="brush over the object or type a box"):
-        c.predict(drawn, "", False, api_name="/extract_effects")
+        c.predict(drawn, "classical", "", 0, None, False, api_name="/extract_effects")
 
 
 def test_upscale_the_document_or_the_selected_layer(server, tmp_path):

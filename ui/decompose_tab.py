@@ -64,10 +64,14 @@ def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: f
     return arguments
 
 
-def effects_method() -> str:
-    """The method "Extract with its effects" uses: the first effects method of the table
-    (those that can separate effects) whose model is here."""
-    for name in DECOMPOSITION.taking("separate_effects"):
+def effects_method(chosen: str | None = None) -> str:
+    """The method "Extract with its effects" uses: the one chosen in the Method list when it
+    is an effects method (one that can separate effects), else the first of the table whose
+    model is here."""
+    takers = DECOMPOSITION.taking("separate_effects")
+    if chosen in takers:
+        return chosen
+    for name in takers:
         if DECOMPOSITION.installed(name):
             return name
     raise InvalidInputError("no method to extract an object with its effects is installed")
@@ -95,13 +99,15 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         layers = gr.Dropdown(LAYER_CHOICES, value="auto", label="Layers",
                              info=f"background included; up to {MAX_LAYERS}",
                              allow_custom_value=True, elem_id="decompose-layers")
-        box = gr.Textbox(label="Box x,y,w,h (optional)", elem_id="decompose-box")
+        box = gr.Textbox(label="Box x,y,w,h (optional; several: x,y,w,h;x,y,w,h)",
+                         elem_id="decompose-box")
     prompt = gr.Textbox(label="What the picture shows", visible=False)
     with gr.Row():
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", visible=False)
         steps = gr.Number(value=None, precision=0, minimum=1, label="Steps", visible=False)
-    separate = gr.Checkbox(False, label="Shadow and glow on layers of their own (multiply / "
-                                        "screen), so they can be softened or deleted alone",
+    separate = gr.Checkbox(False, label="Shadow, reflection and glow on layers of their own "
+                                        "(multiply / normal / screen), so they can be softened "
+                                        "or deleted alone",
                            visible=False, elem_id="decompose-separate")
     with gr.Row():
         start = gr.Button("Decompose", variant="primary", elem_id="decompose")
@@ -144,17 +150,19 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         return (*view.render(session), message)
 
     @friendly
-    def extract_effects(session: Session | None, drawn: Any, typed: str, apart: bool,
+    def extract_effects(session: Session | None, drawn: Any, chosen: str, typed: str,
+                        number: float | None, step_count: float | None, apart: bool,
                         request: gr.Request, progress: gr.Progress = gr.Progress()
                         ) -> tuple[Any, ...]:
         """The object under the brush or box, with its shadow or glow, above the clean
-        background (one layer, or a group of object and effect layers with ``apart``)."""
+        background (one layer, or a group of object and effect layers with ``apart``), by
+        the effects method chosen in the list or else the first one installed."""
         pixels = _picture(drawn)
         region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
         if region is None and not typed.strip():
             raise InvalidInputError("brush over the object or type a box around it first")
-        return decompose(session, drawn, effects_method(), "auto", typed, "", 0, None, apart,
-                         request, progress)
+        return decompose(session, drawn, effects_method(chosen), "auto", typed, "", number,
+                         step_count, apart, request, progress)
 
     @friendly
     def decompose_selected(session: Session | None, chosen: str, count: str, text: str,
@@ -179,7 +187,8 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
     wire_run(start, stop, flags, decompose,
              [view.state, picture, method, layers, box, prompt, seed, steps, separate],
              [*view.outputs, notice], notice, "decompose", concurrency)
-    wire_run(extract, stop, flags, extract_effects, [view.state, picture, box, separate],
+    wire_run(extract, stop, flags, extract_effects,
+             [view.state, picture, method, box, seed, steps, separate],
              [*view.outputs, notice], notice, "extract_effects", concurrency)
     wire_run(split, stop, flags, decompose_selected,
              [view.state, method, layers, prompt, seed, steps],
