@@ -13,7 +13,8 @@ seconds. Ratios against the baseline. Prints JSON.
 ``layerstudio train tiny-layerdecomp-noconsistency -o RUN``), as the row "effects (RUN's
 name)"; ``--model RUN`` does the same for the shipped model's own row (a run not shipped yet).
 
-    python benchmarks/decompose_effects.py [-n 40] [--size 128] [--ablation RUN]
+    python benchmarks/decompose_effects.py [-n 40] [--size 128] [--ablation RUN] [--steps N]
+        [--sheet PNG]
 """
 
 from __future__ import annotations
@@ -63,18 +64,23 @@ def _soft_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _run(method: str, picture: np.ndarray, box: tuple[int, int, int, int],
-         studio: Studio) -> LayerStack:
+         studio: Studio, steps: int | None) -> LayerStack:
     if method == BASELINE:
         region = np.zeros(picture.shape[:2], bool)
         x, y, w, h = box
         region[y:y + h, x:x + w] = True
         return effects_stack(extract_with_effects(picture, region, effects=False))
-    return studio.decompose(picture, method=method, box=box)
+    takes_steps = "steps" in DECOMPOSITION.get(method).takes
+    return studio.decompose(picture, method=method, box=box,
+                            **({"steps": steps} if takes_steps else {}))
 
 
-def _score(method: str, samples: list, studio: Studio) -> dict[str, dict[str, float]]:
+def _score(method: str, samples: list, studio: Studio, steps: int | None = None,
+           shown: dict[int, list[np.ndarray]] | None = None) -> dict[str, dict[str, float]]:
+    """Scores per effect kind and over all; the background and foreground of the samples
+    whose index is a key of ``shown`` are appended to its list."""
     rows: dict[str, list[dict[str, float]]] = {}
-    for sample in samples:
+    for index, sample in enumerate(samples):
         picture = sample.stack.composite_array()[..., :3]
         truth_bg = sample.extras["background"].astype(np.float32) / 255
         truth_fg = sample.stack.layers[1]
@@ -82,9 +88,11 @@ def _score(method: str, samples: list, studio: Studio) -> dict[str, dict[str, fl
         truth = canvas.composite_array()
         obj = sample.extras["mask"].astype(np.float32) / 255
         started = time.perf_counter()
-        stack = _run(method, picture, _box(obj > 0.5), studio)
+        stack = _run(method, picture, _box(obj > 0.5), studio, steps)
         seconds = time.perf_counter() - started
         background, foreground = _parts(stack)
+        if shown is not None and index in shown:
+            shown[index] += [background, foreground]
         outside = obj < 0.05
         weight = truth[..., 3:]
         recomposed = foreground[..., :3] * foreground[..., 3:] + \
@@ -102,6 +110,35 @@ def _score(method: str, samples: list, studio: Studio) -> dict[str, dict[str, fl
     return {key: {name: round(float(np.mean([r[name] for r in group])), 4)
                   for name in group[0]} | {"n": len(group)}
             for key, group in rows.items()}
+
+
+def _sheet(samples: list, shown: dict[int, list[np.ndarray]], methods: list[str],
+           path: Path, tile: int = 160) -> None:
+    """One row per shown sample: the picture, the true object with effects, then each
+    method's background and object layer (transparent parts over a checkerboard)."""
+    from PIL import Image, ImageDraw
+
+    from layerstudio.imaging import over_checkerboard
+
+    labels = ["picture", "truth\nobject + effects"] + [
+        f"{m}\n{part}" for m in methods for part in ("background", "object layer")]
+    top = 28
+    sheet = Image.new("RGB", (len(labels) * tile, top + len(shown) * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, label in enumerate(labels):
+        draw.multiline_text((column * tile + 3, 1), label, fill="black")
+    for row, (index, images) in enumerate(shown.items()):
+        sample = samples[index]
+        truth = LayerStack(*sample.stack.size, [sample.stack.layers[1]]).composite_array()
+        for column, array in enumerate([sample.stack.composite_array()[..., :3], truth,
+                                        *images]):
+            image = Image.fromarray(np.rint(np.clip(array, 0, 1) * 255).astype(np.uint8))
+            if image.mode == "RGBA":
+                image = over_checkerboard(image, 8).convert("RGB")
+            sheet.paste(image.resize((tile, tile), Image.NEAREST),
+                        (column * tile, top + row * tile))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 @contextmanager
@@ -122,20 +159,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--model", type=Path, help="a run folder to score as the effects model")
     parser.add_argument("--ablation", type=Path, help="a run folder to score beside it")
+    parser.add_argument("--steps", type=int, help="denoising steps of the model methods "
+                        "(default: the preset's)")
+    parser.add_argument("--sheet", type=Path, help="write a PNG of one sample per effect kind")
     args = parser.parse_args()
     samples = [generate("effects", i, size=args.size, split="heldout", seed=11)
                for i in range(args.n)]
+    kinds = {sample.meta["effect"]: index for index, sample in enumerate(samples)}
+    shown: dict[int, list[np.ndarray]] = {index: [] for index in sorted(kinds.values())}
     scores = {}
     with _run_as_shipped(args.model):
         methods = [BASELINE, *(m for m in METHODS if DECOMPOSITION.installed(m))]
         studio = Studio(device="cpu")
         for method in methods:
-            scores[method] = _score(method, samples, studio)
+            scores[method] = _score(method, samples, studio, args.steps, shown)
     if args.ablation is not None:
         with _run_as_shipped(args.ablation):
             row = f"effects ({args.ablation.name})"
-            scores[row] = _score("effects", samples, Studio(device="cpu"))
+            scores[row] = _score("effects", samples, Studio(device="cpu"), args.steps, shown)
             methods.append(row)
+    if args.sheet is not None:
+        _sheet(samples, shown, methods, args.sheet)
     base = scores[BASELINE]["all"]
     for method in methods[1:]:
         mine = scores[method]["all"]

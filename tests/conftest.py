@@ -27,6 +27,34 @@ def tokenizer(tmp_path_factory):
     return load_tokenizer(folder)
 
 
+@pytest.fixture(scope="session")
+def layerdecomp_pipe(tokenizer):
+    """A LayerDecomp pipeline of tiny random models."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from layerstudio.pipelines.anonymous_region import (
+        AnonymousRegionTransformer,
+        MultiLayerTransparentDecoder,
+    )
+    from layerstudio.pipelines.decompose_effects.pipeline import STREAMS, LayerDecompPipeline
+    from layerstudio.tiny_models import tiny_flux, tiny_text_encoder, tiny_vae
+
+    torch.manual_seed(0)
+    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=len(STREAMS))
+    with torch.no_grad():  # trained stream embeddings are not zero
+        transformer.layer_embedding.normal_(0, 0.5)
+    vocab = tokenizer.get_vocab()
+    pipeline = LayerDecompPipeline(
+        vae=tiny_vae(), text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
+                                                       tokenizer.eos_token_id),
+        tokenizer=tokenizer, transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True),
+        transparent_decoder=MultiLayerTransparentDecoder(dim=32, depth=1, heads=2))
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 @pytest.fixture
 def psd_fixtures() -> Path:
     if not FIXTURES.is_dir():

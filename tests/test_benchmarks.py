@@ -82,16 +82,30 @@ def test_decompose_benchmark_compares_with_one_layer():
     assert "effects-classical" in report["skipped (weights not here, or an effects method)"]
 
 
-def test_effects_benchmark_scores_methods_against_mask_only_matting():
-    report = _report("decompose_effects.py", "-n", "3", "--size", "96")
+def test_effects_benchmark_scores_methods_against_mask_only_matting(layerdecomp_pipe,
+                                                                   tmp_path):
+    """Every effects method, a run folder as the model (``--model``) and as the ablation row,
+    and the picture sheet, in one run."""
+    run = tmp_path / "random-run"
+    layerdecomp_pipe.save_pretrained(run)
+    report = _report("decompose_effects.py", "-n", "3", "--size", "96", "--model", str(run),
+                     "--ablation", str(run), "--steps", "2", "--sheet", str(tmp_path / "sheet.png"))
     methods = report["methods"]
-    assert set(methods) == {"mask-only matting", "effects-classical"}
+    assert set(methods) == {"mask-only matting", "effects-classical", "effects",
+                            "effects (random-run)"}
     for scores in methods.values():
         assert scores["all"]["n"] == 3 and scores["all"]["recomposition_psnr"] > 40
         assert 0 <= scores["all"]["effect_iou"] <= scores["all"]["alpha_iou"] + 1
     # matting keeps only the object's own soft edge outside it, not the effect
     assert methods["mask-only matting"]["all"]["effect_iou"] < 0.2
     assert methods["effects-classical"]["all"]["effect_iou_over_baseline"] > 1
+    # the same model twice, the same seed: the same scores
+    assert methods["effects"]["all"]["effect_iou"] == \
+        methods["effects (random-run)"]["all"]["effect_iou"]
+    from PIL import Image
+
+    sheet = Image.open(tmp_path / "sheet.png")
+    assert sheet.width == 10 * 160 and sheet.height > 160  # picture, truth, 4 methods x 2
 
 
 def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip():
