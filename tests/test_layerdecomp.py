@@ -210,3 +210,20 @@ def test_the_effects_method_peels_each_boxed_object_from_the_shipped_preset_fold
     assert seen and set(seen) == {2}
     assert stack.metadata["model"] == "tiny-layerdecomp" and stack.metadata["steps"] == 2
     assert np.abs(stack.composite_array()[..., :3] - picture).max() < 2e-3
+
+
+def test_a_learned_effect_is_read_as_black_shadow_white_glow_or_coloured_reflection():
+    """Snapping keeps what the effect does over the model's background: normal-mode colour C
+    at alpha a equals black at a (1 - C / B) where every channel darkens by the same ratio."""
+    from layerstudio.pipelines.decompose_effects.with_model import snapped_effect
+
+    under = np.array([[[0.6, 0.5, 0.4]] * 3], np.float32)
+    colour = np.array([[[0.3, 0.25, 0.2], [0.8, 0.75, 0.7], [0.9, 0.2, 0.3]]], np.float32)
+    alpha = np.full((1, 3), 0.5, np.float32)
+    snapped, strength = snapped_effect(colour, alpha, under)
+    assert snapped[0, 0].tolist() == [0, 0, 0] and snapped[0, 1].tolist() == [1, 1, 1]
+    assert np.array_equal(snapped[0, 2], colour[0, 2])  # mixed: a reflection keeps its colour
+    before = alpha[..., None] * colour + (1 - alpha[..., None]) * under
+    after = strength[..., None] * snapped + (1 - strength[..., None]) * under
+    assert np.abs(after[0, 0] - before[0, 0]).max() < 1e-6  # an exact multiply
+    assert np.abs(after - before).max() < 0.05  # the glow's screen is exact up to the mean

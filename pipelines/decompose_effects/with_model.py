@@ -8,7 +8,8 @@ clean background and the object with its effects there. Back at full size, only 
 estimates are kept (the foreground's alpha and colour, the background under the object) and
 the layers' colours are solved from the picture itself (:func:`.solve.solved_parts`), so the
 texture under a shadow and the object's own detail keep the picture's resolution and the
-layers re-composite to it exactly.
+layers re-composite to it exactly. The effect's colour is first read as what it does
+(:func:`snapped_effect`): a black shadow, a white glow, or (a reflection) its own colour.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .classical import MIN_EFFECT, WORK_SIDE, object_mask
 from .layers import Extraction
 from .solve import on_canvas, solved_parts
 
-__all__ = ["OBJECT_SHARE", "extract_with_model", "scene_crop"]
+__all__ = ["OBJECT_SHARE", "extract_with_model", "scene_crop", "snapped_effect"]
 
 OBJECT_SHARE = 0.4
 """The object's longest side as a share of the scene's side in the ``effects`` data."""
@@ -69,6 +70,27 @@ def _tight_mask(picture: np.ndarray, region: np.ndarray) -> np.ndarray:
     return _resized(mask, (width, height)) > 0.5
 
 
+def snapped_effect(colour: np.ndarray, alpha: np.ndarray, under: np.ndarray, slack: float = 0.1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's effect (colour, alpha over its background estimate ``under``) as black
+    (a shadow) or white (a glow) where that is what it does, with the alpha that gives the
+    same result: normal-mode colour C at alpha a over B equals black at ``a (1 - C / B)`` (a
+    multiply) and white at ``a (C - B) / (1 - B)`` (a screen), averaged over the channels.
+    A pixel counts as a shadow when its colour is darker than ``under`` and no channel is more
+    than ``slack`` lighter (a glow likewise); the rest (a reflection: the object's colours)
+    keeps its colour. Black and white effects go to multiply and screen layers exactly."""
+    luma = lambda rgb: rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)  # noqa: E731
+    step = colour - under
+    darker = (luma(colour) < luma(under)) & (step.max(-1) <= slack)
+    lighter = (luma(colour) > luma(under)) & (step.min(-1) >= -slack) & ~darker
+    shade = 1 - np.clip(colour / np.maximum(under, 1e-3), 0, 1).mean(-1)
+    light = np.clip(step / np.maximum(1 - under, 1e-3), 0, 1).mean(-1)
+    colour = colour.copy()
+    colour[darker], colour[lighter] = 0.0, 1.0
+    alpha = np.where(darker, alpha * shade, np.where(lighter, alpha * light, alpha))
+    return colour, alpha.astype(np.float32)
+
+
 def extract_with_model(pipe: Any, rgb: np.ndarray, region: np.ndarray, *, resolution: int,
                        steps: int, seed: int, callbacks: dict[str, Any] | None = None,
                        ) -> Extraction:
@@ -92,8 +114,9 @@ def extract_with_model(pipe: Any, rgb: np.ndarray, region: np.ndarray, *, resolu
     colour = _resized(foreground[..., :3] * foreground[..., 3:], (width, height))
     colour = np.clip(colour / np.maximum(alpha, 1e-3)[..., None], 0, 1)
     hole = ndimage.binary_dilation(mask, iterations=max(1, round(max(height, width) / 128)))
-    effect = np.where(alpha >= MIN_EFFECT, alpha, 0)
     under = _resized(estimate.background, (width, height))
+    colour, effect = snapped_effect(colour, alpha, under)
+    effect = np.where(effect >= MIN_EFFECT, effect, 0)
     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] = \
         lambda unshaded, hole: np.where(hole[..., None], under, unshaded)  # noqa: E731
     parts = solved_parts(picture, np.where(hole, alpha, 0), effect, colour, hole, fill)
