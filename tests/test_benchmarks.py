@@ -99,6 +99,10 @@ def test_effects_benchmark_scores_methods_against_mask_only_matting(layerdecomp_
     # matting keeps only the object's own soft edge outside it, not the effect
     assert methods["mask-only matting"]["all"]["effect_iou"] < 0.2
     assert methods["effects-classical"]["all"]["effect_iou_over_baseline"] > 1
+    raw = report["raw model output, 3 held-out effects at 64 px, true masks"]
+    assert set(raw) == {"effects", "effects (random-run)"}
+    assert raw["effects"] == raw["effects (random-run)"]
+    assert raw["effects"]["recomposition_psnr"] > 0
     # the same model twice, the same seed: the same scores
     assert methods["effects"]["all"]["effect_iou"] == \
         methods["effects (random-run)"]["all"]["effect_iou"]
