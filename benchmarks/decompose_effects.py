@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import textwrap
 import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,7 @@ from layerstudio.document import LayerStack
 from layerstudio.eval.metrics import psnr, ssim
 from layerstudio.pipelines.decompose_effects.classical import extract_with_effects
 from layerstudio.pipelines.decompose_effects.layers import effects_stack
-from layerstudio.presets import weights_from
+from layerstudio.presets import run_as_preset
 from layerstudio.studio import Studio
 
 BASELINE = "mask-only matting"
@@ -171,18 +169,6 @@ def _raw(studio: Studio, samples: list, steps: int | None) -> dict[str, float]:
     return {key: round(float(np.mean([row[key] for row in rows])), 4) for key in rows[0]}
 
 
-@contextmanager
-def _run_as_shipped(run: Path | None):
-    """Within the block, the ``effects`` method loads ``run`` as its preset (if given)."""
-    with ExitStack() as stack:
-        if run is not None:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            preset = DECOMPOSITION.get("effects").preset
-            (folder / preset).symlink_to(run.resolve(), target_is_directory=True)
-            stack.enter_context(weights_from(folder, fallback=True))
-        yield
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=40, help="held-out effects samples")
@@ -199,7 +185,7 @@ def main() -> None:
     shown: dict[int, list[np.ndarray]] = {index: [] for index in sorted(kinds.values())}
     small = [generate("effects", i, size=64, split="heldout", seed=11) for i in range(args.n)]
     scores, raw = {}, {}
-    with _run_as_shipped(args.model):
+    with run_as_preset(DECOMPOSITION.get("effects").preset, args.model):
         methods = [BASELINE, *(m for m in METHODS if DECOMPOSITION.installed(m))]
         studio = Studio(device="cpu")
         for method in methods:
@@ -207,7 +193,7 @@ def main() -> None:
         if "effects" in methods:
             raw["effects"] = _raw(studio, small, args.steps)
     if args.ablation is not None:
-        with _run_as_shipped(args.ablation):
+        with run_as_preset(DECOMPOSITION.get("effects").preset, args.ablation):
             row = f"effects ({args.ablation.name})"
             studio = Studio(device="cpu")
             scores[row] = _score("effects", samples, studio, args.steps, shown)

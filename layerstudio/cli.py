@@ -141,6 +141,19 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decompose_watermark(args: argparse.Namespace) -> int:
+    from layerstudio.pipelines.alpha_decompose.watermark import clean_photos, photo_paths
+
+    paths = photo_paths(args.inputs)
+    estimate = clean_photos(paths, args.output, watermark=args.watermark, layered=args.psd,
+                            report=lambda message: print(message, file=sys.stderr))
+    source = f"estimated from {estimate.photos} photos" if args.watermark is None else \
+        f"given ({args.watermark})"
+    print(f"wrote {len(paths)} cleaned photo{'s' if len(paths) != 1 else ''} and "
+          f"watermark.png to {args.output} (watermark {source})")
+    return 0
+
+
 def _write_sheet(stack: LayerStack, path: str | Path, **options: int) -> None:
     """A contact sheet of every layer and the composite, written atomically as PNG."""
     from .io.atomic import atomic_path
@@ -268,7 +281,7 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         stack = Studio(device=args.device).decompose(
             args.input, method=args.method, layers=args.layers, mask=args.mask, box=args.box,
             prompt=args.prompt, seed=args.seed, steps=args.steps, layer=args.layer,
-            upscale=args.upscale, separate_effects=args.separate_effects)
+            upscale=args.upscale, separate_effects=args.separate_effects, blend=args.blend)
     path = _save_output(stack, args.output)
     info = stack.metadata["splits"][-1] if args.layer is not None else stack.metadata
     what = f"layer {info['layer']!r} split into a group of " if args.layer is not None else ""
@@ -394,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", choices=("horizontal", "vertical"))
     p.set_defaults(func=cmd_transform)
 
+    p = sub.add_parser("decompose-watermark",
+                       help="remove one watermark from many photos stamped with it (Dekel et "
+                            "al. 2017): estimate it, clean every photo at full size")
+    p.add_argument("inputs", nargs="+", metavar="PHOTOS", help="photos, or folders of them")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="folder for the cleaned photos (PNG) and watermark.png")
+    p.add_argument("--watermark", metavar="RGBA.png",
+                   help="the watermark itself, with its alpha (skips estimating it)")
+    p.add_argument("--psd", action="store_true",
+                   help="write each photo as a PSD of [clean photo, watermark layer]")
+    p.set_defaults(func=cmd_decompose_watermark)
+
     p = sub.add_parser("upscale", help="every layer 2x or 4x larger (Real-ESRGAN, offline)")
     p.add_argument("input", help="layered file (.psd, .psb, .ora, .zip) or image")
     p.add_argument("-o", "--output", required=True, help="output file")
@@ -493,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separate-effects", action="store_true",
                    help="put the shadow (multiply), reflection and glow (screen) in layers of "
                         "their own under the object (effects methods)")
+    p.add_argument("--blend", choices=("auto", "normal", "screen", "add", "multiply"),
+                   help="the see-through layer's blend type (method alpha; default auto)")
     p.add_argument("--preview", action="store_true",
                    help="also write OUTPUT.preview.png: every layer and the composite")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")

@@ -34,8 +34,9 @@ class Request:
     """What a decompose method gets: the opaque picture (float RGB in [0, 1]), the layer
     budget (None: as many as the method finds), the region to work on (a boolean mask or
     None), the prompt, seed and steps (for model methods), a progress callback
-    ``on_step(done, total)`` (total 0 when unknown), and for the effects methods whether
-    shadows and glows get layers of their own."""
+    ``on_step(done, total)`` (total 0 when unknown), for the effects methods whether
+    shadows and glows get layers of their own, and for the see-through method the blend type
+    ("auto" or None: the method chooses)."""
 
     rgb: np.ndarray
     layers: int | None
@@ -45,6 +46,7 @@ class Request:
     steps: int | None
     on_step: Callable[[int, int], None] | None
     separate_effects: bool = False
+    blend: str | None = None
 
 
 def _classical(request: Request, studio: Any) -> LayerStack:
@@ -76,6 +78,14 @@ def _layerd(preset_name: str) -> Callable[[Request, Any], LayerStack]:
     return run
 
 
+def _steps(request: Request, default: int) -> int:
+    """The denoising steps a model method runs: the request's, or its preset's default."""
+    steps = default if request.steps is None else int(request.steps)
+    if not 1 <= steps <= 1000:
+        raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
+    return steps
+
+
 def _effects(method: str, request: Request, extract: Callable[..., Any]) -> LayerStack:
     """An effects method's layers: each object the region marks pulled out by
     ``extract(picture, part)``, one after the other (``layers.peeled``)."""
@@ -104,14 +114,37 @@ def _effects_model(preset_name: str) -> Callable[[Request, Any], LayerStack]:
         from .studio import step_hook
 
         preset = get_preset(preset_name)
-        steps = preset.steps if request.steps is None else int(request.steps)
-        if not 1 <= steps <= 1000:
-            raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
+        steps = _steps(request, preset.steps)
         pipe = studio.pipeline(preset_name)
         stack = _effects(preset_name, request, lambda rgb, part: extract_with_model(
             pipe, rgb, part, resolution=preset.resolution, steps=steps, seed=request.seed,
             callbacks=step_hook(request.on_step, steps)))
         stack.metadata.update(model=preset_name, steps=steps, seed=request.seed)
+        return stack
+
+    return run
+
+
+def _see_through(preset_name: str) -> Callable[[Request, Any], LayerStack]:
+    """The run function of a DiffDecompose preset (``at_size.decompose_see_through``)."""
+
+    def run(request: Request, studio: Any) -> LayerStack:
+        from layerstudio.pipelines.alpha_decompose.at_size import decompose_see_through
+        from layerstudio.pipelines.alpha_decompose.blends import blend_mode
+        from layerstudio.presets import get_preset
+
+        from .studio import step_hook
+
+        preset = get_preset(preset_name)
+        steps = _steps(request, preset.steps)
+        blend = request.blend or "auto"
+        if blend != "auto":
+            blend_mode(blend)
+        stack = decompose_see_through(
+            studio.pipeline(preset_name), request.rgb, blend, resolution=preset.resolution,
+            steps=steps, seed=request.seed, prompt=request.prompt,
+            callbacks=step_hook(request.on_step, steps))
+        stack.metadata.update(model=preset_name, steps=steps, asked_blend=blend)
         return stack
 
     return run
@@ -158,9 +191,7 @@ def _model_method(preset_name: str) -> Callable[[Request, Any], LayerStack]:
         from .studio import step_hook
 
         preset = get_preset(preset_name)
-        steps = preset.steps if request.steps is None else int(request.steps)
-        if not 1 <= steps <= 1000:
-            raise InvalidInputError(f"steps must be between 1 and 1000, got {steps}")
+        steps = _steps(request, preset.steps)
         count = request.layers or auto_layer_count(request.rgb)
         pipe = studio.pipeline(preset_name)
         picture = np.rint(request.rgb * 255).astype(np.uint8)
@@ -201,6 +232,12 @@ DECOMPOSITION.add(Method(
     "effects; colours solved from the picture at full size",
     _effects_model("tiny-layerdecomp"), ("mask", "box", "separate_effects", "seed", "steps"),
     "tiny-layerdecomp"))
+DECOMPOSITION.add(Method(
+    "alpha", "a see-through layer over the whole picture (watermark, glass, flare, smoke, "
+    "rain, X-ray), shipped model: DiffDecompose - the clean background and the layer in its "
+    "blend mode (blend: normal, screen, add, multiply or auto)",
+    _see_through("tiny-diffdecompose"), ("blend", "prompt", "seed", "steps"),
+    "tiny-diffdecompose"))
 DECOMPOSITION.add(Method(
     "qwen-image-layered", "Qwen-Image-Layered (20B, download + large GPU): any picture into "
     "RGBA layers; layers=auto asks for the objects the classical analysis sees + 1",

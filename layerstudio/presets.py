@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["PRESETS", "Preset", "get_preset", "load_preset", "preset_path"]
+__all__ = ["PRESETS", "Preset", "get_preset", "load_preset", "preset_path", "run_as_preset"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "picture + object mask -> clean background and the object with its shadow, "
            "reflection or glow (LayerDecomp on tiny-art, 64 px scene, any picture size)",
            recipe="tiny-layerdecomp", mode="decompose"),
+    Preset("tiny-diffdecompose",
+           "layerstudio.pipelines.alpha_decompose.pipeline:AlphaDecomposePipeline", "shipped",
+           64, 20, 1.0, "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "picture -> clean background + see-through layer (watermark, glass, flare, smoke, "
+           "rain, X-ray) in its blend mode (DiffDecompose on tiny-art, 64 px, any size)",
+           recipe="tiny-diffdecompose", mode="decompose"),
     Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "offline prompt-adherence score: which emoji does an image show?",
@@ -196,6 +202,22 @@ def weights_from(folder: str | Path, fallback: bool = False) -> Iterator[None]:
         yield
     finally:
         _weights_root, _weights_fallback = previous
+
+
+@contextmanager
+def run_as_preset(name: str, run: str | Path | None) -> Iterator[None]:
+    """Within the block, shipped preset ``name`` loads from ``run`` (the output folder of
+    ``layerstudio train``; nothing changes for None): how a benchmark scores a run not shipped
+    yet, or an ablation, through the same method as the shipped model."""
+    import tempfile
+
+    if run is None:
+        yield
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / name).symlink_to(Path(run).resolve(), target_is_directory=True)
+        with weights_from(folder, fallback=True):
+            yield
 
 
 def training_pool(name: str) -> int | None:

@@ -27,9 +27,10 @@ def tokenizer(tmp_path_factory):
     return load_tokenizer(folder)
 
 
-@pytest.fixture(scope="session")
-def layerdecomp_pipe(tokenizer):
-    """A LayerDecomp pipeline of tiny random models."""
+def tiny_in_context_pipe(pipeline_class, tokenizer, max_layers: int):
+    """An in-context decomposition pipeline (LayerDecomp, DiffDecompose) of tiny random
+    models: an ART transformer with ``max_layers`` stream embeddings (random, as trained ones
+    are not zero), a tiny VAE, text encoder and transparent decoder."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -37,15 +38,14 @@ def layerdecomp_pipe(tokenizer):
         AnonymousRegionTransformer,
         MultiLayerTransparentDecoder,
     )
-    from layerstudio.pipelines.decompose_effects.pipeline import STREAMS, LayerDecompPipeline
     from layerstudio.tiny_models import tiny_flux, tiny_text_encoder, tiny_vae
 
     torch.manual_seed(0)
-    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=len(STREAMS))
-    with torch.no_grad():  # trained stream embeddings are not zero
+    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=max_layers)
+    with torch.no_grad():
         transformer.layer_embedding.normal_(0, 0.5)
     vocab = tokenizer.get_vocab()
-    pipeline = LayerDecompPipeline(
+    pipeline = pipeline_class(
         vae=tiny_vae(), text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
                                                        tokenizer.eos_token_id),
         tokenizer=tokenizer, transformer=transformer.eval(),
@@ -53,6 +53,31 @@ def layerdecomp_pipe(tokenizer):
         transparent_decoder=MultiLayerTransparentDecoder(dim=32, depth=1, heads=2))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+@pytest.fixture(scope="session")
+def layerdecomp_pipe(tokenizer):
+    """A LayerDecomp pipeline of tiny random models."""
+    from layerstudio.pipelines.decompose_effects.pipeline import STREAMS, LayerDecompPipeline
+
+    return tiny_in_context_pipe(LayerDecompPipeline, tokenizer, len(STREAMS))
+
+
+@pytest.fixture
+def install_preset(monkeypatch, tmp_path):
+    """``install_preset(name, pipe)``: ``pipe`` saved where shipped preset ``name`` loads
+    from, for this test."""
+    from layerstudio import presets
+
+    real = presets.preset_path
+    installed = {}
+
+    def install(name: str, pipe) -> None:
+        pipe.save_pretrained(tmp_path / "presets" / name)
+        installed[name] = tmp_path / "presets" / name
+
+    monkeypatch.setattr(presets, "preset_path", lambda name: installed.get(name) or real(name))
+    return install
 
 
 @pytest.fixture

@@ -185,15 +185,11 @@ def test_the_model_at_any_size_gives_layers_that_add_up_to_the_picture(pipe):
 
 
 def test_the_effects_method_peels_each_boxed_object_from_the_shipped_preset_folder(
-        pipe, tmp_path, monkeypatch):
-    from layerstudio import presets
+        pipe, install_preset):
     from layerstudio.decompose import DECOMPOSITION
     from layerstudio.studio import Studio
 
-    pipe.save_pretrained(tmp_path / "tiny-layerdecomp")
-    real = presets.preset_path
-    monkeypatch.setattr(presets, "preset_path", lambda name: tmp_path / name
-                        if name == "tiny-layerdecomp" else real(name))
+    install_preset("tiny-layerdecomp", pipe)
     assert DECOMPOSITION.installed("effects")
     picture, square = _scene_with_shadow()
     picture[10:30, 10:30] = [0.1, 0.2, 0.8]  # a second object, higher in the frame

@@ -234,7 +234,7 @@ def test_decompose_a_picture_then_split_a_layer(server, tmp_path):
     sample("design", 3, size=96, split="heldout").stack.save(picture)
     c = client(server)
     drawn = {"background": handle_file(str(picture)), "layers": [], "composite": None}
-    result = c.predict(drawn, "classical", "auto", "", "", 0, None, False,
+    result = c.predict(drawn, "classical", "auto", "", "", 0, None, False, "auto",
                        api_name="/decompose")
     assert result[-1].startswith("Made ") and "by classical" in result[-1]
     made = int(result[-1].split()[1])
@@ -242,12 +242,12 @@ def test_decompose_a_picture_then_split_a_layer(server, tmp_path):
     result = c.predict(0, api_name="/select_layer")
     result = c.predict("classical", "2", "", 0, None, api_name="/decompose_layer")
     assert result[-1].startswith("Split the layer into")
-    boxed = c.predict(drawn, "classical", "auto", "0,0,2,2", "", 0, None, False,
+    boxed = c.predict(drawn, "classical", "auto", "0,0,2,2", "", 0, None, False, "auto",
                       api_name="/decompose")
     assert boxed[-1].startswith("Made 1 layer")
     with pytest.raises(AppError, match="upload a picture"):
         c.predict({"background": None, "layers": [], "composite": None}, "classical", "auto",
-                  "", "", 0, None, False, api_name="/decompose")
+                  "", "", 0, None, False, "auto", api_name="/decompose")
 
 
 def test_extract_an_object_with_its_shadow_on_layers_of_their_own(server, tmp_path):
@@ -260,7 +260,7 @@ def test_extract_an_object_with_its_shadow_on_layers_of_their_own(server, tmp_pa
     box = f"{xs.min()},{ys.min()},{np.ptp(xs) + 1},{np.ptp(ys) + 1}"
     c = client(server)
     drawn = {"background": handle_file(str(picture)), "layers": [], "composite": None}
-    result = c.predict(drawn, "effects-classical", "auto", box, "", 0, None, True,
+    result = c.predict(drawn, "effects-classical", "auto", box, "", 0, None, True, "auto",
                        api_name="/decompose")
     assert "by effects-classical" in result[-1] and "99.0 dB" in result[-1]
     names = [layer.name for layer in LayerStack.load(c.predict("PSD", api_name="/export"))]

@@ -40,7 +40,7 @@ def _picture(drawn: Any) -> np.ndarray:
 
 def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: float | None,
                         steps: float | None, region: np.ndarray | None,
-                        separate: bool = False) -> dict[str, Any]:
+                        separate: bool = False, blend: str = "auto") -> dict[str, Any]:
     """Keywords for :meth:`Studio.decompose` from the form: only the options the method
     takes (the others stay hidden in the page and are not sent)."""
     takes = DECOMPOSITION.get(method).takes
@@ -61,6 +61,8 @@ def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: f
         arguments["steps"] = int(steps)
     if "separate_effects" in takes:
         arguments["separate_effects"] = bool(separate)
+    if "blend" in takes:
+        arguments["blend"] = blend or "auto"
     return arguments
 
 
@@ -109,6 +111,11 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
                                         "(multiply / normal / screen), so they can be softened "
                                         "or deleted alone",
                            visible=False, elem_id="decompose-separate")
+    blend = gr.Dropdown(["auto", "normal", "screen", "add", "multiply"], value="auto",
+                        label="Blend of the see-through layer",
+                        info="normal: watermark, glass; screen: flare, smoke, rain; add: light "
+                             "leak; multiply: X-ray; auto: the model's choice",
+                        visible=False, elem_id="decompose-blend")
     with gr.Row():
         start = gr.Button("Decompose", variant="primary", elem_id="decompose")
         extract = gr.Button("Extract with its effects", elem_id="extract-effects")
@@ -123,21 +130,22 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
                 gr.update(visible="prompt" in entry.takes),
                 gr.update(visible="seed" in entry.takes),
                 gr.update(visible="steps" in entry.takes),
-                gr.update(visible="separate_effects" in entry.takes))
+                gr.update(visible="separate_effects" in entry.takes),
+                gr.update(visible="blend" in entry.takes))
 
-    method.change(method_changed, method, [method, layers, box, prompt, seed, steps, separate],
-                  api_name=False)
+    method.change(method_changed, method,
+                  [method, layers, box, prompt, seed, steps, separate, blend], api_name=False)
 
     @friendly
     def decompose(session: Session | None, drawn: Any, chosen: str, count: str, typed: str,
                   text: str, number: float | None, step_count: float | None, apart: bool,
-                  request: gr.Request, progress: gr.Progress = gr.Progress()
+                  blend_type: str, request: gr.Request, progress: gr.Progress = gr.Progress()
                   ) -> tuple[Any, ...]:
         session = session or Session()
         pixels = _picture(drawn)
         region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
         arguments = decompose_arguments(chosen, count, typed, text, number, step_count, region,
-                                        apart)
+                                        apart, blend_type)
 
         def work(on_step) -> str:
             progress(0, desc="decomposing")
@@ -162,7 +170,7 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         if region is None and not typed.strip():
             raise InvalidInputError("brush over the object or type a box around it first")
         return decompose(session, drawn, effects_method(chosen), "auto", typed, "", number,
-                         step_count, apart, request, progress)
+                         step_count, apart, "auto", request, progress)
 
     @friendly
     def decompose_selected(session: Session | None, chosen: str, count: str, text: str,
@@ -185,7 +193,7 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         return (*view.render(session), message)
 
     wire_run(start, stop, flags, decompose,
-             [view.state, picture, method, layers, box, prompt, seed, steps, separate],
+             [view.state, picture, method, layers, box, prompt, seed, steps, separate, blend],
              [*view.outputs, notice], notice, "decompose", concurrency)
     wire_run(extract, stop, flags, extract_effects,
              [view.state, picture, method, box, seed, steps, separate],

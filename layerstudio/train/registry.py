@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from layerstudio.pipelines.alpha_decompose.training import AlphaDecomposeTask
 from layerstudio.pipelines.decompose_effects.training import LayerDecompTask
 from layerstudio.pipelines.layerd.training import TopLayerMattingTask
 from layerstudio.pipelines.qwen_layered.training import (
@@ -31,4 +32,5 @@ TASKS: dict[str, type[Task]] = {
     "qwen_layered_transformer": QwenLayeredTransformerTask,
     "top_layer_matting": TopLayerMattingTask,
     "layerdecomp": LayerDecompTask,
+    "alpha_decompose": AlphaDecomposeTask,
 }

@@ -51,12 +51,15 @@ def scatter_tokens(tokens: torch.Tensor, boxes: Sequence[TokenBox], rows: int, c
     return grid
 
 
-def region_ids(boxes: Sequence[TokenBox], device=None, dtype: torch.dtype = torch.float32
-               ) -> torch.Tensor:
+def region_ids(boxes: Sequence[TokenBox], device=None, dtype: torch.dtype = torch.float32,
+               layer_ids: Sequence[int] | None = None) -> torch.Tensor:
     """Rotary ids (layer, row, column) of the cropped tokens, shape (N, 3): every token keeps
-    its position on the canvas, so a region's tokens attend as if the canvas were whole."""
+    its position on the canvas, so a region's tokens attend as if the canvas were whole.
+    ``layer_ids`` replaces the layer axis (default: each layer's index), so layers can share
+    one position code (DiffDecompose's Layer Position Encoding Cloning)."""
     parts = []
-    for layer, (x0, y0, x1, y1) in enumerate(boxes):
+    for index, (x0, y0, x1, y1) in enumerate(boxes):
+        layer = index if layer_ids is None else layer_ids[index]
         rows, cols = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
         parts.append(torch.stack([torch.full_like(rows, layer), rows, cols], -1).reshape(-1, 3))
     return torch.cat(parts).to(device=device, dtype=dtype)

@@ -73,22 +73,27 @@ class AnonymousRegionTransformer(FluxTransformer2DModel):
                 pooled_projections: torch.Tensor, txt_ids: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None, full_attention: bool = False,
                 joint_attention_kwargs: dict[str, Any] | None = None,
-                return_dict: bool = True):
+                return_dict: bool = True, position_layers: Sequence[int] | None = None,
+                layer_types: Sequence[int] | None = None):
         """Velocity of every layer. ``hidden_states``: (B, L, C, H, W) latents; ``boxes``: L
         token boxes (layer 0 and 1 the whole canvas); ``timestep`` in [0, 1] as FLUX takes it.
-        Returns (B, L, C, H, W), zero outside each layer's box."""
+        ``position_layers``: each layer's id on the rotary layer axis (default its index;
+        layers given the same id share position codes); ``layer_types``: which learned layer
+        embedding each layer gets (default its index). Returns (B, L, C, H, W), zero outside
+        each layer's box."""
         batch, layers, _channels, height, width = hidden_states.shape
         if layers != len(boxes):
             raise ValueError(f"{layers} latent layers but {len(boxes)} boxes")
-        if layers > self.config.max_layers:
-            raise ValueError(f"{layers} layers; this model has embeddings for at most "
+        types = list(range(layers)) if layer_types is None else list(layer_types)
+        if len(types) != layers or max(types) >= self.config.max_layers:
+            raise ValueError(f"{layers} layers of types {types}; this model has embeddings for "
                              f"{self.config.max_layers}")
         rows, cols = height // 2, width // 2
         tokens = pack_latents(hidden_states.flatten(0, 1)).view(batch, layers, rows, cols, -1)
-        tokens = self.x_embedder(tokens) + self.layer_embedding[:layers, None, None]
+        tokens = self.x_embedder(tokens) + self.layer_embedding[types][:, None, None]
         used = [(0, 0, cols, rows)] * layers if full_attention else list(boxes)
         sequence = crop_tokens(tokens, used)
-        img_ids = region_ids(used, sequence.device, sequence.dtype)
+        img_ids = region_ids(used, sequence.device, sequence.dtype, position_layers)
         if txt_ids is None:
             txt_ids = sequence.new_zeros(encoder_hidden_states.shape[1], 3)
         temb = self.time_text_embed(timestep.to(sequence.dtype) * 1000, pooled_projections) \

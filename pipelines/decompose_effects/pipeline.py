@@ -24,11 +24,10 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from layerstudio.document import LayerStack
 
-from ..anonymous_region import AnonymousRegionPipeline
+from ..in_context import InContextPipeline, as_image_batch, per_prompt
 from ..output_types import check_output_type, pictures_as
 from .layers import Extraction, effects_stack
 
@@ -61,24 +60,16 @@ def mask_latent(mask: torch.Tensor, channels: int, size: tuple[int, int]) -> tor
     return (cells * 2 - 1).expand(-1, channels, -1, -1)
 
 
-class LayerDecompPipeline(AnonymousRegionPipeline):
+class LayerDecompPipeline(InContextPipeline):
     """``pipe(picture, mask)`` -> background + object with its effects."""
 
     @torch.no_grad()
     def encode_conditions(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] and (B, 1, H, W) mask -> (B, 2, C, h, w): the scaled
         picture latent and the mask stream."""
-        vae = self.vae
-        latent = vae.encode((image * 2 - 1).to(vae.device, vae.dtype)).latent_dist.mean
-        latent = (latent - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+        latent = self.encode_picture(image)
         stream = mask_latent(mask.to(latent.device), latent.shape[1], latent.shape[-2:])
         return torch.stack([latent, stream.to(latent.dtype)], dim=1)
-
-    def canvas_layout(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """Every stream covers the whole canvas (token boxes)."""
-        self._latent_grid(height, width)
-        canvas = (0, 0, width // self.token_grid, height // self.token_grid)
-        return [canvas] * len(STREAMS)
 
     @torch.no_grad()
     def __call__(self, image: Any = None, mask: Any = None,
@@ -108,8 +99,7 @@ class LayerDecompPipeline(AnonymousRegionPipeline):
         if image is None or mask is None:
             raise ValueError("LayerDecomp needs the picture and the object's mask")
         pixels, region = _as_tensors(image, mask)
-        height, width = pixels.shape[-2:]
-        layout = self.canvas_layout(height, width)
+        self._latent_grid(*pixels.shape[-2:])
         self._guidance_scale = guidance_scale
         if prompt is None and prompt_embeds is None:
             prompt = ""
@@ -119,29 +109,14 @@ class LayerDecompPipeline(AnonymousRegionPipeline):
             (prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds,
              negative_pooled_prompt_embeds))
         batch = len(prompts)
-        pixels, region = _per_prompt(pixels, batch), _per_prompt(region, batch)
+        pixels, region = per_prompt(pixels, batch), per_prompt(region, batch)
         device = self._execution_device
         conditions = self.encode_conditions(pixels.to(device), region.to(device)).to(text.dtype)
-        shape = (batch, len(STREAMS), *conditions.shape[2:])
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=text.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device, text.dtype).clone()
-        latents[:, CONDITIONS] = conditions
-
-        def predict(model_input: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-            model_input = model_input.clone()
-            model_input[:, CONDITIONS] = conditions.repeat(
-                model_input.shape[0] // batch, 1, 1, 1, 1)
-            velocity = self.transformer(model_input, layout, time, text, pooled,
-                                        full_attention=True, return_dict=False)[0]
-            velocity[:, CONDITIONS] = 0  # the given picture and mask stay as they are
-            return velocity
-
-        count = len(STREAMS) * (height // self.token_grid) * (width // self.token_grid)
-        latents = self.denoise(latents, predict, count, num_inference_steps, text,
-                               callback_on_step_end, callback_on_step_end_tensor_inputs)
+        latents = self.denoise_streams(
+            conditions, CONDITIONS, len(STREAMS), text, pooled,
+            num_inference_steps=num_inference_steps, generator=generator, latents=latents,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         if output_type == "latent":
             result = LayerDecompPipelineOutput(images=latents, layers=[], extractions=[])
         else:
@@ -164,8 +139,8 @@ class LayerDecompPipeline(AnonymousRegionPipeline):
         """(B, 4, C, h, w) stream latents -> (B, 3, H, W, 4) float RGBA of the picture, the
         background and the foreground (what ``output_type="latent"`` chains into)."""
         rows, cols = latents.shape[-2:]
-        layout = self.canvas_layout(rows * self.vae_scale_factor, cols * self.vae_scale_factor)
-        rgba = self.decode_layers(latents[:, :3], layout[:3])
+        layout = self.canvas_layout(rows * self.vae_scale_factor, cols * self.vae_scale_factor, 3)
+        rgba = self.decode_layers(latents[:, :3], layout)
         return rgba.permute(0, 1, 3, 4, 2).float().cpu().numpy()
 
     def extract(self, latents: torch.Tensor, mask: Any) -> list[Extraction]:
@@ -179,30 +154,9 @@ class LayerDecompPipeline(AnonymousRegionPipeline):
                 for layers, object_mask in zip(rgba, masks, strict=True)]
 
 
-def _per_prompt(tensor: torch.Tensor, count: int) -> torch.Tensor:
-    """One picture (or mask) for every prompt, or one each."""
-    if tensor.shape[0] == count:
-        return tensor
-    if tensor.shape[0] == 1:
-        return tensor.expand(count, *tensor.shape[1:])
-    if count % tensor.shape[0] == 0:
-        return tensor.repeat_interleave(count // tensor.shape[0], dim=0)
-    raise ValueError(f"{tensor.shape[0]} pictures for {count} prompts")
-
-
 def _as_tensors(image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3, H, W) RGB and (B, 1, H, W) mask in [0, 1] from arrays, PIL images or tensors."""
-    def tensor(value: Any, channels: int) -> torch.Tensor:
-        if isinstance(value, torch.Tensor):
-            return value.float() if value.dim() == 4 else value.float()[None]
-        array = np.asarray(value.convert("RGB" if channels == 3 else "L")
-                           if isinstance(value, PIL.Image.Image) else value)
-        array = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
-        if array.ndim == 2:
-            array = array[..., None]
-        return torch.from_numpy(np.ascontiguousarray(array[..., :channels])).permute(2, 0, 1)[None]
-
-    pixels, region = tensor(image, 3), tensor(mask, 1)
+    pixels, region = as_image_batch(image, 3), as_image_batch(mask, 1)
     if pixels.shape[1] != 3 or region.shape[1] != 1:
         raise ValueError("image must be RGB and mask one channel")
     if pixels.shape[-2:] != region.shape[-2:]:

@@ -20,18 +20,14 @@ Loss per scene, at one noise level for both targets (rectified flow):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from torch import nn
 
 from layerstudio.datasets import generate
-from layerstudio.train.recipe import Stage
-from layerstudio.train.tasks import DiTTextToImageTask, _grid, adopt_base
+from layerstudio.train.tasks import _grid
 
-from ..anonymous_region import AnonymousRegionTransformer, MultiLayerTransparentDecoder
-from ..flow_matching import logit_normal_sigmas, noisy_latents, schedule_shift, velocity_target
+from ..flow_matching import velocity_target
+from ..in_context_training import InContextTask
 from ..latent_transparency import premultiplied_on_grey
 from .pipeline import STREAMS, LayerDecompPipeline, mask_latent
 
@@ -58,26 +54,8 @@ def effects_scene(seed: int, index: int, size: int = 64, split: str = "train"
              "foreground": tensor(canvas)}, sample.caption)
 
 
-class LayerDecompTask(DiTTextToImageTask):
+class LayerDecompTask(InContextTask):
     """The transformer and text encoder, on a frozen VAE and transparent decoder."""
-
-    def __init__(self, stage: Stage, output: Path, device: torch.device) -> None:
-        stage.options.setdefault("base", "tiny-art")
-        adopt_base(stage.options, output, ("vae", "tokenizer", "transparent_decoder"))
-        super().__init__(stage, output, device)
-        self.decoder = MultiLayerTransparentDecoder.from_pretrained(
-            self.output / "transparent_decoder", dtype=torch.float32).to(device).eval()
-        self.decoder.requires_grad_(False)
-
-    def trainable(self) -> nn.Module:
-        from transformers import CLIPTextModel
-
-        start = Path(self.options.get("init_from") or self.base)
-        return nn.ModuleDict({
-            "transformer": AnonymousRegionTransformer.from_pretrained(
-                start / "transformer", dtype=torch.float32),
-            "text_encoder": CLIPTextModel.from_pretrained(start / "text_encoder",
-                                                          dtype=torch.float32)})
 
     def batch(self, step: int):
         size = self.stage.batch_size
@@ -89,30 +67,16 @@ class LayerDecompTask(DiTTextToImageTask):
         known = torch.from_numpy(rng.random(size) < self.options.get("foreground_share", 0.5))
         return stacked, known, self.caption_ids([caption for _, caption in scenes], step)
 
-    def _scaled(self, latent: torch.Tensor) -> torch.Tensor:
-        return (latent - (self.vae.config.shift_factor or 0.0)) * self.vae.config.scaling_factor
-
-    def _unscaled(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
-
     def loss(self, module, batch):
         scene, known, ids = batch
         scene = {key: value.to(self.device) for key, value in scene.items()}
         known = known.to(self.device, torch.float32)
-        with torch.no_grad():
-            encode = lambda images: self._scaled(  # noqa: E731
-                self.vae.encode(images).latent_dist.mean)
-            picture = encode(scene["picture"] * 2 - 1)
-            background = encode(scene["background"] * 2 - 1)
-            foreground = encode(premultiplied_on_grey(scene["foreground"]))
-            mask = mask_latent(scene["mask"], picture.shape[1], picture.shape[-2:])
+        picture = self.encode(scene["picture"] * 2 - 1)
+        background = self.encode(scene["background"] * 2 - 1)
+        foreground = self.encode(premultiplied_on_grey(scene["foreground"]))
+        mask = mask_latent(scene["mask"], picture.shape[1], picture.shape[-2:])
         targets = torch.stack([background, foreground], dim=1)
-        noise = torch.randn_like(targets)
-        rows, cols = picture.shape[-2] // 2, picture.shape[-1] // 2
-        layout = [(0, 0, cols, rows)] * len(STREAMS)
-        mu = schedule_shift(len(STREAMS) * rows * cols, self.noise.config)
-        sigma = logit_normal_sigmas(picture.shape[0], mu=mu, device=self.device)
-        noisy = noisy_latents(targets, noise, sigma)
+        noisy, noise, sigma, layout = self.noised(targets, len(STREAMS))
         streams = torch.stack([picture, noisy[:, 0], noisy[:, 1], mask], dim=1)
         text = module["text_encoder"](ids.to(self.device))
         velocity = module["transformer"](streams, layout, sigma, text.last_hidden_state,
@@ -130,7 +94,7 @@ class LayerDecompTask(DiTTextToImageTask):
     def _recomposed(self, picture: torch.Tensor, clean: torch.Tensor,
                     layout: list[tuple[int, int, int, int]]) -> torch.Tensor:
         """The predicted foreground RGBA over the predicted background, (B, 3, H, W)."""
-        latents = self._unscaled(torch.cat([picture[:, None], clean], dim=1))
+        latents = self.unscaled(torch.cat([picture[:, None], clean], dim=1))
         pictures = (self.vae.decode(latents.flatten(0, 1)).sample / 2 + 0.5).clamp(0, 1)
         pictures = pictures.unflatten(0, latents.shape[:2])
         rgba = self.decoder(pictures, latents, layout)

@@ -1,0 +1,1 @@
+"""DiffDecompose: a picture with a see-through layer over it -> background + that layer."""
