@@ -10,11 +10,13 @@ baseline masks where the true layer's alpha passes 0.05 (it is told where the la
 fills that with Telea inpainting as the background and keeps the picture there as an opaque
 layer. ``blend="auto"`` is scored as the share of scenes whose blend type it names.
 
-Watermarks: one held-out watermark on 64 photos (``make_background`` pictures and textures);
+Watermarks: one held-out watermark on 64 photos of 256 px (``make_background`` pictures and
+textures);
 it is estimated from the first K and 8 of them cleaned: PSNR against the clean photos, for
 K = 1 (the model on each photo alone), 4, 16 and 64, against the stamped photos' PSNR.
 
     python benchmarks/alpha_decompose.py [-n 6] [--size 64] [--ablation RUN] [--steps N]
+        [--sheet PNG]
 """
 
 from __future__ import annotations
@@ -95,20 +97,51 @@ def _scores(stack: LayerStack, picture, background, layer) -> dict[str, float]:
                                                 - picture).mean())}
 
 
-def _per_subtask(run, samples: dict[str, list]) -> dict[str, dict[str, float]]:
+def _per_subtask(run, samples: dict[str, list], shown: dict[str, list] | None = None
+                 ) -> dict[str, dict[str, float]]:
+    """Scores per subtask and over all; the background and layer found for each subtask's
+    first scene are appended to ``shown[subtask]``."""
     table = {}
     for task, group in samples.items():
         rows = []
-        for sample in group:
+        for index, sample in enumerate(group):
             picture, background, layer, blend = _truth(sample)
             started = time.perf_counter()
             stack = run(picture, layer, blend)
             seconds = time.perf_counter() - started
+            if shown is not None and index == 0:
+                shown[task] += [_layer_image(stack, 0), _layer_image(stack, 1)]
             rows.append(_scores(stack, picture, background, layer) | {"seconds": seconds})
         table[task] = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
     table["all"] = {key: round(float(np.mean([t[key] for t in table.values()])), 4)
                     for key in next(iter(table.values()))}
     return table
+
+
+def _layer_image(stack: LayerStack, index: int):
+    """Layer ``index`` of ``stack`` alone on its canvas, as its own RGBA picture."""
+    alone = LayerStack(stack.width, stack.height,
+                       [stack.layers[index].copy(blend_mode=blend_mode("normal"))])
+    return alone.composite()
+
+
+def _sheet(samples: dict[str, list], shown: dict[str, list], methods: list[str],
+           path: Path) -> None:
+    """One row per subtask: the picture, the true background and layer, then each method's."""
+    from PIL import Image
+
+    from layerstudio.preview import labelled_grid
+
+    labels = ["picture", "truth\nbackground", "truth\nlayer"] + [
+        f"{m}\n{part}" for m in methods for part in ("background", "layer")]
+    rows = []
+    for task, images in shown.items():
+        picture, background, layer, _ = _truth(samples[task][0])
+        as_image = lambda a: Image.fromarray(  # noqa: E731
+            np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8))
+        rows.append([as_image(picture), as_image(background), as_image(layer), *images])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labelled_grid(rows, labels, tile=128).save(path)
 
 
 def _model(studio: Studio, steps: int | None):
@@ -128,7 +161,7 @@ def _auto_accuracy(studio: Studio, samples: dict[str, list], steps: int | None) 
 
 
 def _watermarks(studio: Studio | None, size: int, steps: int | None) -> dict[str, float]:
-    sample = generate("alpha_blend", 0, size=size, split="heldout", seed=7, subtask="watermark")
+    sample = generate("alpha_blend", 0, size=size, split="heldout", seed=5, subtask="watermark")
     _, _, mark, _ = _truth(sample)
     rng = np.random.default_rng(3)
     clean = [make_background(rng, (size, size))[0][..., :3].astype(np.float32) / 255
@@ -156,25 +189,32 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a run folder to score as the alpha model")
     parser.add_argument("--ablation", type=Path, help="a run folder to score beside it")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    parser.add_argument("--sheet", type=Path, help="write a PNG of one scene per subtask")
+    parser.add_argument("--watermark-size", type=int, default=256,
+                        help="side of the stamped photos")
     args = parser.parse_args()
     samples = {task: [generate("alpha_blend", i, size=args.size, split="heldout", seed=13,
                                subtask=task) for i in range(args.n)] for task in SUBTASKS}
     report: dict = {"samples": f"{args.n} held-out scenes per subtask at {args.size} px",
                     "blends": list(BLENDS)}
-    methods = {ORACLE: _per_subtask(lambda p, layer, b: _oracle(p, layer, b), samples),
-               INPAINTING: _per_subtask(lambda p, layer, b: _inpainted(p, layer), samples)}
+    shown: dict[str, list] = {task: [] for task in SUBTASKS}
+    methods = {INPAINTING: _per_subtask(lambda p, layer, b: _inpainted(p, layer), samples,
+                                        shown),
+               ORACLE: _per_subtask(lambda p, layer, b: _oracle(p, layer, b), samples)}
     studio = None
     with run_as_preset(DECOMPOSITION.get("alpha").preset, args.model):
         if DECOMPOSITION.installed("alpha"):
             studio = Studio(device="cpu")
-            methods["alpha"] = _per_subtask(_model(studio, args.steps), samples)
+            methods["alpha"] = _per_subtask(_model(studio, args.steps), samples, shown)
             report["auto blend accuracy"] = _auto_accuracy(studio, samples, args.steps)
-        report["watermark removal PSNR by photos"] = _watermarks(studio, max(args.size, 64),
-                                                                 args.steps)
+        report[f"watermark removal PSNR by photos ({args.watermark_size} px)"] = _watermarks(
+            studio, args.watermark_size, args.steps)
     if args.ablation is not None:
         with run_as_preset(DECOMPOSITION.get("alpha").preset, args.ablation):
             methods[f"alpha ({args.ablation.name})"] = _per_subtask(
-                _model(Studio(device="cpu"), args.steps), samples)
+                _model(Studio(device="cpu"), args.steps), samples, shown)
+    if args.sheet is not None:
+        _sheet(samples, shown, [m for m in methods if m != ORACLE], args.sheet)
     base = methods[INPAINTING]
     for name, table in methods.items():
         if name.startswith("alpha"):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 import time
 from pathlib import Path
 
@@ -114,33 +113,27 @@ def _score(method: str, samples: list, studio: Studio, steps: int | None = None,
 
 
 def _sheet(samples: list, shown: dict[int, list[np.ndarray]], methods: list[str],
-           path: Path, tile: int = 160) -> None:
+           path: Path) -> None:
     """One row per shown sample: the picture, the true object with effects, then each
-    method's background and object layer (transparent parts over a checkerboard)."""
-    from PIL import Image, ImageDraw
-
-    from layerstudio.imaging import over_checkerboard
+    method's background and object layer."""
+    from layerstudio.preview import labelled_grid
 
     labels = ["picture", "truth\nobject + effects"] + [
-        f"{textwrap.fill(m, 26, break_on_hyphens=False)}\n{part}" for m in methods
-        for part in ("background", "object layer")]
-    top = 40
-    sheet = Image.new("RGB", (len(labels) * tile, top + len(shown) * tile), "white")
-    draw = ImageDraw.Draw(sheet)
-    for column, label in enumerate(labels):
-        draw.multiline_text((column * tile + 3, 1), label, fill="black")
-    for row, (index, images) in enumerate(shown.items()):
+        f"{m}\n{part}" for m in methods for part in ("background", "object layer")]
+    rows = []
+    for index, images in shown.items():
         sample = samples[index]
         truth = LayerStack(*sample.stack.size, [sample.stack.layers[1]]).composite_array()
-        for column, array in enumerate([sample.stack.composite_array()[..., :3], truth,
-                                        *images]):
-            image = Image.fromarray(np.rint(np.clip(array, 0, 1) * 255).astype(np.uint8))
-            if image.mode == "RGBA":
-                image = over_checkerboard(image, 8).convert("RGB")
-            sheet.paste(image.resize((tile, tile), Image.NEAREST),
-                        (column * tile, top + row * tile))
+        rows.append([_image(a) for a in (sample.stack.composite_array()[..., :3], truth,
+                                         *images)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    labelled_grid(rows, labels).save(path)
+
+
+def _image(array: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.rint(np.clip(array, 0, 1) * 255).astype(np.uint8))
 
 
 def _raw(studio: Studio, samples: list, steps: int | None) -> dict[str, float]:

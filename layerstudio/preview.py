@@ -73,3 +73,26 @@ def _fitted(label: str, font: ImageFont.FreeTypeFont, width: int) -> str:
     while label and font.getlength(label + "…") > width:
         label = label[:-1]
     return label.rstrip() + "…"
+
+
+def labelled_grid(rows: list[list[Image.Image]], labels: list[str], tile: int = 160
+                  ) -> Image.Image:
+    """Rows of pictures under one line of column labels (wrapped to the tile), each picture
+    scaled to ``tile`` px (nearest: small model outputs stay crisp) and any transparency shown
+    over a checkerboard: how benchmarks show their samples side by side."""
+    import textwrap
+
+    top = 40
+    sheet = Image.new("RGB", (len(labels) * tile, top + len(rows) * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, label in enumerate(labels):
+        wrapped = "\n".join(textwrap.fill(line, 26, break_on_hyphens=False)
+                            for line in label.split("\n"))
+        draw.multiline_text((column * tile + 3, 1), wrapped, fill="black")
+    for row, images in enumerate(rows):
+        for column, image in enumerate(images):
+            if image.mode == "RGBA":
+                image = over_checkerboard(image, 8)
+            sheet.paste(image.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST),
+                        (column * tile, top + row * tile))
+    return sheet

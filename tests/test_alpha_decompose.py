@@ -223,3 +223,21 @@ def test_the_alpha_method_runs_the_preset_at_any_size_and_auto_picks_a_blend(
                                          key=auto.metadata["blend_errors"].get)
     with pytest.raises(InvalidInputError, match="a blend type is for method 'alpha'"):
         studio.decompose(picture, method="classical", blend="screen")
+
+
+def test_cli_splits_a_see_through_layer_with_the_shipped_model(tmp_path, capsys):
+    """``--method alpha`` on a held-out lens flare: the shipped tiny-diffdecompose, 4 steps."""
+    from layerstudio.cli import main
+    from layerstudio.datasets.generate import generate
+
+    sample = generate("alpha_blend", 0, size=96, split="heldout", seed=13, subtask="flare")
+    source = sample.stack.save(tmp_path / "flare.png")
+    out = tmp_path / "out.psd"
+    assert main(["decompose", str(source), "--method", "alpha", "--blend", "screen",
+                 "--steps", "4", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 layers by alpha" in printed
+    assert float(printed.split("re-composing at ")[1].split(" dB")[0]) > 40
+    stack = LayerStack.load(out)
+    assert [(layer.name, layer.blend_mode) for layer in stack] == [
+        ("background", BlendMode.NORMAL), ("see-through layer (screen)", BlendMode.SCREEN)]

@@ -137,3 +137,37 @@ def test_latent_space_benchmark_trains_a_candidate_and_scores_it_against_the_shi
     assert row["ratio_train_top1_vs_shipped"] >= 0
     assert 0 < report["shipped"]["train"]["clean_top1"] <= 1
     assert (tmp_path / "c8" / "training.json").is_file()
+
+
+def test_alpha_benchmark_scores_every_subtask_and_watermark_removal_by_photos(tokenizer,
+                                                                             tmp_path):
+    """The model (a random run as ``--model``) and its ablation against the exact inverse
+    and inpainting per subtask, the auto blend accuracy, and watermark PSNR against K."""
+    from layerstudio.pipelines.alpha_decompose.pipeline import AlphaDecomposePipeline
+
+    from conftest import tiny_in_context_pipe
+
+    run = tmp_path / "random-run"
+    tiny_in_context_pipe(AlphaDecomposePipeline, tokenizer, 6).save_pretrained(run)
+    report = _report("alpha_decompose.py", "-n", "1", "--steps", "2", "--model", str(run),
+                     "--ablation", str(run), "--watermark-size", "64",
+                     "--sheet", str(tmp_path / "sheet.png"))
+    methods = report["methods"]
+    assert set(methods) == {"exact inverse (true layer)", "inpainting (true mask)", "alpha",
+                            "alpha (random-run)"}
+    subtasks = {"watermark", "glass", "flare", "smoke", "rain", "light_leak", "xray", "all"}
+    assert subtasks <= set(methods["alpha"])
+    oracle = methods["exact inverse (true layer)"]
+    assert oracle["watermark"]["background_rmse"] < 0.01 < \
+        methods["inpainting (true mask)"]["watermark"]["background_rmse"]
+    same = {key: value for key, value in methods["alpha"]["all"].items() if key != "seconds"}
+    assert same == {key: value for key, value in methods["alpha (random-run)"]["all"].items()
+                    if key != "seconds"}
+    assert methods["alpha"]["all"]["recomposition_error"] < 0.01
+    assert 0 <= report["auto blend accuracy"] <= 1
+    psnrs = report["watermark removal PSNR by photos (64 px)"]
+    assert set(psnrs) == {"stamped", "1 (model, each photo alone)", "4", "16", "64"}
+    from PIL import Image
+
+    sheet = Image.open(tmp_path / "sheet.png")  # 3 truths + 3 methods x 2, a row a subtask
+    assert sheet.size == (9 * 128, 40 + 7 * 128)
