@@ -235,10 +235,27 @@ def _joint(tokenizer):
                 lambda output: _frames(np.asarray(output.images)))
 
 
+def _alpha_decompose(tokenizer):
+    from layerstudio.pipelines.alpha_decompose.pipeline import AlphaDecomposePipeline
+
+    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=6)
+    with torch.no_grad():
+        transformer.layer_embedding.normal_(0, 0.5)
+    decoder = MultiLayerTransparentDecoder(dim=32, depth=1, heads=2)
+    pipe = AlphaDecomposePipeline(transformer=transformer, transparent_decoder=decoder,
+                                  **_text_parts(tokenizer))
+    picture = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    return Case(pipe, {"image": picture, "blend": "screen"}, _flux_embeddings,
+                lambda latents: np.stack([stack.layers[1].pixels for stack in pipe.split_latents(
+                    latents, np.repeat(picture[None], len(latents), 0), "screen")]),
+                not_in_parent=("height", "width"))
+
+
 PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
                                   "joint": _joint, "qwen-image-layered": _qwen,
                                   "dit": _dit, "anonymous-region": _art,
                                   "layerdecomp": _layerdecomp,
+                                  "alpha-decompose": _alpha_decompose,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
                                   "conditioned-bg2fg": _conditioned("bg2fg"),
@@ -400,9 +417,11 @@ def _pipeline_classes() -> set[type]:
 
 
 CHECKED_ELSEWHERE = {"LayerDPipeline": "tests/test_layerd.py",
-                     "RealESRGANPipeline": "tests/test_upscale.py"}
-"""Pipelines without a prompt or latents (nothing here applies); their own tests check the
-conventions that do: save/load, the progress bar, callback_on_step_end, interrupt, outputs."""
+                     "RealESRGANPipeline": "tests/test_upscale.py",
+                     "InContextPipeline": "the layerdecomp and alpha-decompose cases"}
+"""Pipelines without a prompt or latents (nothing here applies), whose own tests check the
+conventions that do (save/load, the progress bar, callback_on_step_end, interrupt, outputs),
+and shared bases checked through their subclasses."""
 
 
 def test_every_pipeline_is_checked(tokenizer):

@@ -228,7 +228,7 @@ def test_brush_over_an_object_and_extract_it_with_its_shadow(page, tmp_path):
         page.mouse.move(left + x * scale, top + ys.mean() * scale, steps=2)
     page.mouse.up()
     page.locator("#extract-effects").click()
-    shows(page, "#decompose-notice", "Made", timeout=60_000)
+    shows(page, "#decompose-notice", "by effects-classical", timeout=60_000)
     notice = page.locator("#decompose-notice").inner_text()
     assert "by effects-classical" in notice and "99.0 dB" in notice
     # (gradio 6.31's editor hands back a brushed picture redrawn at its 800 px canvas)

@@ -108,7 +108,7 @@ class AlphaDecomposePipeline(InContextPipeline):
                               callback_on_step_end=callback_on_step_end,
                               callback_on_step_end_tensor_inputs=(
                                   callback_on_step_end_tensor_inputs))
-        mode = blend_mode(blend)
+        blend_mode(blend)
         pixels = as_image_batch(image, 3)
         if pixels.shape[1] != 3:
             raise ValueError("image must be RGB")
@@ -135,35 +135,46 @@ class AlphaDecomposePipeline(InContextPipeline):
             result = AlphaDecomposePipelineOutput(images=latents, layers=[],
                                                   backgrounds=np.zeros(0))
         else:
-            rows, cols = latents.shape[-2:]
-            layout = self.canvas_layout(rows * self.vae_scale_factor,
-                                        cols * self.vae_scale_factor, len(STREAMS))
-            rgba = self.decode_layers(latents, layout).permute(0, 1, 3, 4, 2).float().cpu()
             pictures = pixels.permute(0, 2, 3, 1).numpy()
-            stacks, backgrounds, layers = [], [], []
-            for picture, decoded, text_prompt in zip(pictures, rgba.numpy(), prompts,
-                                                     strict=True):
-                consistency = float(np.abs(blended(decoded[1, ..., :3], decoded[2], blend)
-                                           - picture).mean())
-                background, layer = split(picture, decoded[2], blend, decoded[1, ..., :3])
-                stack = LayerStack(picture.shape[1], picture.shape[0])
-                opaque = np.concatenate([background, np.ones_like(background[..., :1])], -1)
-                stack.add(Layer("background", opaque.astype(np.float32), kind="background"))
-                stack.add(Layer(f"see-through layer ({blend})", layer.astype(np.float32),
-                                kind="effect", blend_mode=mode))
-                stack.metadata.update(pipeline=type(self).__name__, blend=blend,
-                                      prompt=text_prompt, self_consistency_error=consistency,
-                                      num_inference_steps=num_inference_steps,
-                                      position_cloning=self.config.position_cloning)
-                stacks.append(stack)
-                backgrounds.append(background)
-                layers.append(layer)
+            stacks = self.split_latents(latents, pictures, blend)
+            backgrounds = [stack.layers[0].pixels[..., :3] for stack in stacks]
+            layers = [stack.layers[1].pixels for stack in stacks]
+            for stack, text_prompt in zip(stacks, prompts, strict=True):
+                stack.metadata.update(prompt=text_prompt,
+                                      num_inference_steps=num_inference_steps)
             result = AlphaDecomposePipelineOutput(images=pictures_as(np.stack(layers),
                                                                      output_type),
                                                   layers=stacks,
                                                   backgrounds=np.stack(backgrounds))
         self.maybe_free_model_hooks()
         return result if return_dict else (result.images, result.layers, result.backgrounds)
+
+    @torch.no_grad()
+    def split_latents(self, latents: torch.Tensor, pictures: np.ndarray, blend: str
+                      ) -> list[LayerStack]:
+        """(B, 3, C, h, w) stream latents and the (B, H, W, 3) pictures -> one [background,
+        see-through layer] stack each: the streams decoded, the layer made feasible and the
+        background solved under it (:func:`.blends.split`); what ``output_type="latent"``
+        chains into."""
+        rows, cols = latents.shape[-2:]
+        layout = self.canvas_layout(rows * self.vae_scale_factor, cols * self.vae_scale_factor,
+                                    len(STREAMS))
+        rgba = self.decode_layers(latents, layout).permute(0, 1, 3, 4, 2).float().cpu().numpy()
+        stacks = []
+        for picture, decoded in zip(pictures, rgba, strict=True):
+            consistency = float(np.abs(blended(decoded[1, ..., :3], decoded[2], blend)
+                                       - picture).mean())
+            background, layer = split(picture, decoded[2], blend, decoded[1, ..., :3])
+            stack = LayerStack(picture.shape[1], picture.shape[0])
+            opaque = np.concatenate([background, np.ones_like(background[..., :1])], -1)
+            stack.add(Layer("background", opaque.astype(np.float32), kind="background"))
+            stack.add(Layer(f"see-through layer ({blend})", layer.astype(np.float32),
+                            kind="effect", blend_mode=blend_mode(blend)))
+            stack.metadata.update(pipeline=type(self).__name__, blend=blend,
+                                  self_consistency_error=consistency,
+                                  position_cloning=self.config.position_cloning)
+            stacks.append(stack)
+        return stacks
 
     def _auto(self, image: Any, prompt: Any, *, generator: Any, output_type: str,
               return_dict: bool, **options: Any):

@@ -85,9 +85,11 @@ class AnonymousRegionTransformer(FluxTransformer2DModel):
         if layers != len(boxes):
             raise ValueError(f"{layers} latent layers but {len(boxes)} boxes")
         types = list(range(layers)) if layer_types is None else list(layer_types)
-        if len(types) != layers or max(types) >= self.config.max_layers:
-            raise ValueError(f"{layers} layers of types {types}; this model has embeddings for "
-                             f"{self.config.max_layers}")
+        if len(types) != layers:
+            raise ValueError(f"{layers} latent layers but {len(types)} layer types")
+        if max(types) >= self.config.max_layers:
+            raise ValueError(f"{layers} layers (layer type {max(types)} the highest); this model "
+                             f"has embeddings for at most {self.config.max_layers}")
         rows, cols = height // 2, width // 2
         tokens = pack_latents(hidden_states.flatten(0, 1)).view(batch, layers, rows, cols, -1)
         tokens = self.x_embedder(tokens) + self.layer_embedding[types][:, None, None]
