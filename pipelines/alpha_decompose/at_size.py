@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from layerstudio.document import Layer, LayerStack
+from layerstudio.document import LayerStack
 from layerstudio.imaging import resized_straight
 
-from .blends import blend_mode, split
+from .blends import split
+from .pipeline import see_through_stack
 
 __all__ = ["decompose_see_through"]
 
@@ -42,13 +43,7 @@ def decompose_see_through(pipe: Any, rgb: np.ndarray, blend: str, *, resolution:
                     0, 1)
     model = cv2.resize(out.backgrounds[0], (width, height), interpolation=cv2.INTER_LINEAR) \
         if (width, height) != scene else out.backgrounds[0]
-    background, layer = split(rgb.astype(np.float32), layer, chosen, model)
-    stack = LayerStack(width, height)
-    stack.add(Layer("background", np.concatenate([background, np.ones((height, width, 1),
-                                                                      np.float32)], -1),
-                    kind="background"))
-    stack.add(Layer(f"see-through layer ({chosen})", layer.astype(np.float32), kind="effect",
-                    blend_mode=blend_mode(chosen)))
+    stack = see_through_stack(*split(rgb.astype(np.float32), layer, chosen, model), chosen)
     stack.metadata.update({key: info[key] for key in ("blend", "blend_errors", "blend_rule")
                            if key in info})
     return stack

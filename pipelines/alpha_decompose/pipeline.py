@@ -34,7 +34,7 @@ from ..output_types import check_output_type, pictures_as
 from .blends import BLENDS, blend_mode, blended, split
 
 __all__ = ["STREAMS", "AlphaDecomposePipeline", "AlphaDecomposePipelineOutput",
-           "stream_codes"]
+           "see_through_stack", "stream_codes"]
 
 STREAMS = ("composite", "background", "layer")
 CONDITIONS = (0,)
@@ -49,6 +49,18 @@ def stream_codes(blends: list[str], position_cloning: bool
         raise ValueError("one blend type per call")
     types = [0, 1, 2 + list(BLENDS).index(blends[0])]
     return types, ([0, 0, 1] if position_cloning else [0, 1, 2])
+
+
+def see_through_stack(background: np.ndarray, layer: np.ndarray, blend: str) -> LayerStack:
+    """The document every see-through decomposition returns: the opaque ``background``
+    (h, w, 3) under ``layer`` (straight RGBA) in the blend type's mode."""
+    height, width = background.shape[:2]
+    stack = LayerStack(width, height)
+    opaque = np.concatenate([background, np.ones((height, width, 1), background.dtype)], -1)
+    stack.add(Layer("background", opaque.astype(np.float32), kind="background"))
+    stack.add(Layer(f"see-through layer ({blend})", layer.astype(np.float32), kind="effect",
+                    blend_mode=blend_mode(blend)))
+    return stack
 
 
 @dataclass
@@ -164,12 +176,8 @@ class AlphaDecomposePipeline(InContextPipeline):
         for picture, decoded in zip(pictures, rgba, strict=True):
             consistency = float(np.abs(blended(decoded[1, ..., :3], decoded[2], blend)
                                        - picture).mean())
-            background, layer = split(picture, decoded[2], blend, decoded[1, ..., :3])
-            stack = LayerStack(picture.shape[1], picture.shape[0])
-            opaque = np.concatenate([background, np.ones_like(background[..., :1])], -1)
-            stack.add(Layer("background", opaque.astype(np.float32), kind="background"))
-            stack.add(Layer(f"see-through layer ({blend})", layer.astype(np.float32),
-                            kind="effect", blend_mode=blend_mode(blend)))
+            stack = see_through_stack(*split(picture, decoded[2], blend, decoded[1, ..., :3]),
+                                      blend)
             stack.metadata.update(pipeline=type(self).__name__, blend=blend,
                                   self_consistency_error=consistency,
                                   position_cloning=self.config.position_cloning)
