@@ -4,9 +4,11 @@ Each text-to-image preset draws prompts of its own vocabulary (the first of its 
 known prompts, spread over the list) at its 64 px, through the one door users take
 (`Studio.generate(..., upscale=4)`): the result is 256 px from the shipped Real-ESRGAN
 upscaler. Transparent results are shown over a checkerboard. Writes
-docs/images/PRESET-samples.png.
+docs/images/PRESET-samples.png. With ``--anime METHOD``: docs/images/anime-edits.png, two
+illustrations split into production layers and edited.
 
     python docs/pictures.py [--only tiny-sd tiny-layerdiffuse] [--count 8]
+    python docs/pictures.py --anime anime-classical
 """
 
 from __future__ import annotations
@@ -46,12 +48,59 @@ def sheet(studio: Studio, preset: str, count: int, columns: int = 4) -> Image.Im
     return out
 
 
+def anime_edits(studio: Studio, method: str) -> Image.Image:
+    """Two held-out illustrations (one per convention) split by ``method``, their four
+    layers, then the structure-aware edits: a region recoloured (its shading follows), the
+    shadow restyled, the line art recoloured and thickened."""
+    import numpy as np
+
+    from layerstudio.datasets.generate import generate
+    from layerstudio.pipelines.anime_layers.edits import (
+        recolour_region,
+        restyle_line_art,
+        restyle_shadow,
+    )
+    from layerstudio.preview import labelled_grid
+
+    def alone(stack, index: int) -> Image.Image:
+        layer = stack.layers[index].copy(blend_mode="normal", opacity=1.0)
+        return over_checkerboard(type(stack)(stack.width, stack.height, [layer]).composite(),
+                                 cell=16, light=150, dark=110).convert("RGB")
+
+    rows = []
+    for index, convention in ((3, "artist"), (5, "normal")):
+        sample = generate("anime", index, size=256, split="heldout", seed=13,
+                          convention=convention)
+        picture = sample.stack.composite_array()[..., :3]
+        stack = studio.decompose(picture, method=method, convention=convention)
+        flat = sample.stack.layers[1]  # click inside the illustration's largest flat colour
+        ys, xs = np.nonzero(flat.pixels[..., 3] > 250)
+        x, y = int(xs[len(xs) // 2]) + flat.offset[0], int(ys[len(ys) // 2]) + flat.offset[1]
+        recoloured = recolour_region(stack, x, y, "#3366cc")
+        restyled = restyle_shadow(recoloured, "#c05080", 0.8)
+        inked = restyle_line_art(restyled, "#402010", thicken=1)
+        rows.append([Image.fromarray(np.rint(picture * 255).astype(np.uint8)),
+                     *(alone(stack, i) for i in range(4)),
+                     *(edited.composite().convert("RGB")
+                       for edited in (recoloured, restyled, inked))])
+    labels = ["picture", "flat colour", "shadow", "highlight", "line art",
+              "region recoloured", "shadow restyled", "lines thicker"]
+    return labelled_grid(rows, labels, tile=TILE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=PRESETS, default=list(PRESETS))
     parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--anime", metavar="METHOD",
+                        help="instead: docs/images/anime-edits.png by this anime method")
     args = parser.parse_args()
     studio = Studio()
+    if args.anime:
+        path = IMAGES / "anime-edits.png"
+        anime_edits(studio, args.anime).save(path)
+        print(path)
+        return
     for preset in args.only:
         path = IMAGES / f"{preset}-samples.png"
         sheet(studio, preset, args.count).save(path)

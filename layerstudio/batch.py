@@ -49,7 +49,7 @@ plan)."""
 DECOMPOSE_KEYS = {"image": "image", "method": "method", "layers": "layers", "mask": "mask",
                   "box": "box", "prompt": "prompt", "seed": "seed", "steps": "steps",
                   "layer": "layer", "upscale": "upscale", "separate_effects": "separate_effects",
-                  "blend": "blend",
+                  "blend": "blend", "convention": "convention",
                   "name": None, "task": None}
 """Decomposition job keys -> ``Studio.decompose`` arguments."""
 TASKS = {"generate": (JOB_KEYS, "prompt", "generate"),

@@ -281,7 +281,8 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         stack = Studio(device=args.device).decompose(
             args.input, method=args.method, layers=args.layers, mask=args.mask, box=args.box,
             prompt=args.prompt, seed=args.seed, steps=args.steps, layer=args.layer,
-            upscale=args.upscale, separate_effects=args.separate_effects, blend=args.blend)
+            upscale=args.upscale, separate_effects=args.separate_effects, blend=args.blend,
+            convention=args.convention)
     path = _save_output(stack, args.output)
     info = stack.metadata["splits"][-1] if args.layer is not None else stack.metadata
     what = f"layer {info['layer']!r} split into a group of " if args.layer is not None else ""
@@ -492,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the result 2x or 4x larger (Real-ESRGAN, offline)")
     p.set_defaults(func=cmd_generate)
 
-    from .decompose import DECOMPOSITION
+    from .decompose import ANIME_CONVENTIONS, DECOMPOSITION
 
     p = sub.add_parser(
         "decompose", help="split a picture into layers that re-composite to it",
@@ -520,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "their own under the object (effects methods)")
     p.add_argument("--blend", choices=("auto", "normal", "screen", "add", "multiply"),
                    help="the see-through layer's blend type (method alpha; default auto)")
+    p.add_argument("--convention", choices=list(ANIME_CONVENTIONS),
+                   help="how shadow and highlight recombine (anime methods): artist = "
+                        "multiply / screen (default), artist-add = multiply / linear dodge, "
+                        "normal = plain alpha-over")
     p.add_argument("--preview", action="store_true",
                    help="also write OUTPUT.preview.png: every layer and the composite")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")

@@ -23,8 +23,8 @@ from .errors import InvalidInputError
 from .imaging import as_rgba_array, resized_straight
 from .methods import Method, MethodTable
 
-__all__ = ["DECOMPOSITION", "MAX_LAYERS", "Request", "auto_layer_count", "parse_box",
-           "read_mask", "recomposition"]
+__all__ = ["ANIME_CONVENTIONS", "DECOMPOSITION", "MAX_LAYERS", "Request", "anime_convention",
+           "auto_layer_count", "parse_box", "read_mask", "recomposition"]
 
 MAX_LAYERS = 64
 
@@ -35,8 +35,9 @@ class Request:
     budget (None: as many as the method finds), the region to work on (a boolean mask or
     None), the prompt, seed and steps (for model methods), a progress callback
     ``on_step(done, total)`` (total 0 when unknown), for the effects methods whether
-    shadows and glows get layers of their own, and for the see-through method the blend type
-    ("auto" or None: the method chooses)."""
+    shadows and glows get layers of their own, for the see-through method the blend type
+    ("auto" or None: the method chooses), and for the anime methods the recombination
+    convention (:data:`ANIME_CONVENTIONS`; None: "artist")."""
 
     rgb: np.ndarray
     layers: int | None
@@ -47,6 +48,7 @@ class Request:
     on_step: Callable[[int, int], None] | None
     separate_effects: bool = False
     blend: str | None = None
+    convention: str | None = None
 
 
 def _classical(request: Request, studio: Any) -> LayerStack:
@@ -150,6 +152,65 @@ def _see_through(preset_name: str) -> Callable[[Request, Any], LayerStack]:
     return run
 
 
+ANIME_CONVENTIONS = {"artist": ("artist", "screen"), "artist-add": ("artist", "add"),
+                     "normal": ("normal", "screen")}
+"""How the anime layers recombine: ``artist`` (shadow multiply, highlight screen),
+``artist-add`` (highlight linear dodge instead), ``normal`` (both plain alpha-over)."""
+
+
+def anime_convention(request: Request) -> tuple[str, str]:
+    """(convention, highlight blend) the request asks for."""
+    name = request.convention or "artist"
+    if name not in ANIME_CONVENTIONS:
+        raise InvalidInputError(f"convention must be one of {', '.join(ANIME_CONVENTIONS)}, "
+                                f"got {name!r}")
+    return ANIME_CONVENTIONS[name]
+
+
+def _anime_classical(request: Request, studio: Any) -> LayerStack:
+    from layerstudio.pipelines.anime_layers.classical import classical_anime_layers
+
+    done = [0]
+
+    def counted() -> None:
+        done[0] += 1
+        if request.on_step is not None:
+            request.on_step(done[0], 4)
+
+    return classical_anime_layers(request.rgb, *anime_convention(request), on_step=counted)
+
+
+def _anime_model(preset_name: str) -> Callable[[Request, Any], LayerStack]:
+    """The run function of an anime layers preset: the model sees the picture at its
+    resolution; its line art and flat colour are scaled back and the layers solved at full
+    size (``AnimeLayersPipeline.solved``)."""
+
+    def run(request: Request, studio: Any) -> LayerStack:
+        import cv2
+        import torch
+
+        from layerstudio.presets import get_preset
+
+        from .studio import step_hook
+
+        preset = get_preset(preset_name)
+        steps = _steps(request, preset.steps)
+        convention, highlight = anime_convention(request)
+        pipe = studio.pipeline(preset_name)
+        side = preset.resolution
+        small = cv2.resize(request.rgb.astype(np.float32), (side, side),
+                           interpolation=cv2.INTER_AREA)
+        out = pipe(small, convention, request.prompt, highlight=highlight,
+                   num_inference_steps=steps, output_type="np",
+                   generator=torch.Generator().manual_seed(request.seed),
+                   **step_hook(request.on_step, steps))
+        stack = pipe.solved(request.rgb, out.images[0], convention, highlight)
+        stack.metadata.update(model=preset_name, steps=steps)
+        return stack
+
+    return run
+
+
 AUTO_RANGE = (2, 8)
 """The layer counts ``layers="auto"`` chooses from for model methods."""
 
@@ -238,6 +299,17 @@ DECOMPOSITION.add(Method(
     "blend mode (blend: normal, screen, add, multiply or auto)",
     _see_through("tiny-diffdecompose"), ("blend", "prompt", "seed", "steps"),
     "tiny-diffdecompose"))
+DECOMPOSITION.add(Method(
+    "anime-classical", "an illustration as production layers, no model: line art (dark "
+    "strokes, XDoG), flat colour per region, shadow and highlight by the exact inverses of "
+    "the convention (artist: multiply / screen or add; normal); any size",
+    _anime_classical, ("convention",)))
+DECOMPOSITION.add(Method(
+    "anime", "an illustration as production layers, shipped model: per-layer semantic "
+    "embeddings guide one DiT decomposer (line art, flat colour, shadow, highlight); the "
+    "layers are then solved at full size to re-compose exactly",
+    _anime_model("tiny-anime-layers"), ("convention", "prompt", "seed", "steps"),
+    "tiny-anime-layers"))
 DECOMPOSITION.add(Method(
     "qwen-image-layered", "Qwen-Image-Layered (20B, download + large GPU): any picture into "
     "RGBA layers; layers=auto asks for the objects the classical analysis sees + 1",

@@ -101,6 +101,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "picture -> clean background + see-through layer (watermark, glass, flare, smoke, "
            "rain, X-ray) in its blend mode (DiffDecompose on tiny-art, 64 px, any size)",
            recipe="tiny-diffdecompose", mode="decompose"),
+    Preset("tiny-anime-layers",
+           "layerstudio.pipelines.anime_layers.pipeline:AnimeLayersPipeline", "shipped",
+           64, 20, 1.0, "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
+           "illustration -> flat colour, shadow, highlight and line art (anime production "
+           "layers on tiny-art, 64 px, any size)",
+           recipe="tiny-anime-layers", mode="decompose"),
     Preset("tiny-judge", "layerstudio.judge:TinyJudge", "shipped", 64, 0, 0.0,
            "Apache-2.0 weights, trained on OpenMoji renders (CC BY-SA 4.0)",
            "offline prompt-adherence score: which emoji does an image show?",

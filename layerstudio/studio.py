@@ -462,6 +462,7 @@ class Studio:
                   prompt: str | None = None, seed: int = 0, steps: int | None = None,
                   layer: int | str | None = None, upscale: int | None = None,
                   separate_effects: bool = False, blend: str | None = None,
+                  convention: str | None = None,
                   on_step: StepCallback | None = None) -> LayerStack:
         """``image`` (a path to any image or layered file, whose composite is used, a PIL
         image or an array) as layers that re-composite to it, by ``method`` (default: the
@@ -475,14 +476,18 @@ class Studio:
         split inside it instead (:meth:`decompose_layer`). ``upscale`` (2 or 4) enlarges
         the result with :meth:`upscale`. ``separate_effects`` (effects methods) puts a
         shadow or glow in a layer of its own (multiply / screen) under the object; ``blend``
-        (the see-through method) is the layer's blend type, "auto" by default."""
+        (the see-through method) is the layer's blend type, "auto" by default;
+        ``convention`` (the anime methods) how shadow and highlight recombine: "artist"
+        (multiply / screen, the default), "artist-add" (multiply / linear dodge) or
+        "normal"."""
         from .decompose import DECOMPOSITION, Request, parse_box, read_mask, recomposition
 
         if checked_upscale(upscale):
             return self.upscale(self.decompose(image, method=method, layers=layers, mask=mask,
                                                box=box, prompt=prompt, seed=seed, steps=steps,
                                                layer=layer, separate_effects=separate_effects,
-                                               blend=blend, on_step=on_step), upscale)
+                                               blend=blend, convention=convention,
+                                               on_step=on_step), upscale)
 
         if layer is not None:
             if mask is not None or box is not None:
@@ -497,9 +502,10 @@ class Studio:
         DECOMPOSITION.check_inputs(chosen, {"layers": budget, "mask": mask, "box": box,
                                             "prompt": prompt or None, "steps": steps,
                                             "separate_effects": separate_effects or None,
-                                            "blend": blend},
+                                            "blend": blend, "convention": convention},
                                    {"separate_effects": "separating effects is",
-                                    "blend": "a blend type is"})
+                                    "blend": "a blend type is",
+                                    "convention": "a convention is"})
         if mask is not None and box is not None:
             raise InvalidInputError("give a mask or a box, not both")
         rgba = to_float_rgba(_pixels(image, "the picture"))
@@ -512,7 +518,7 @@ class Studio:
         region = read_mask(mask, size) if mask is not None else \
             parse_box(box, size) if box is not None else None
         request = Request(rgb, budget, region, prompt or None, seed, steps, on_step,
-                          bool(separate_effects), blend)
+                          bool(separate_effects), blend, convention)
         with self._lock:
             started = time.perf_counter()
             stack = chosen.run(request, self)

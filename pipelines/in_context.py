@@ -59,6 +59,30 @@ class InContextPipeline(AnonymousRegionPipeline):
         latent = vae.encode((image * 2 - 1).to(vae.device, vae.dtype)).latent_dist.mean
         return (latent - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
 
+    def picture_and_text(self, image: Any, prompt: Any, negative_prompt: Any,
+                         num_images_per_prompt: int, max_sequence_length: int | None,
+                         tensor_inputs: tuple[str, ...], embeddings: tuple,
+                         guidance_scale: float
+                         ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor,
+                                    torch.Tensor]:
+        """What a one-picture decomposition starts from: (the RGB pictures (B, 3, H, W) in
+        [0, 1], one per prompt; the prompts ("" when none is given); the text and pooled
+        embeddings, guided; the pictures' latents (B, 1, C, h, w) as the condition
+        stream)."""
+        pixels = as_image_batch(image, 3)
+        if pixels.shape[1] != 3:
+            raise ValueError("image must be RGB")
+        self._latent_grid(*pixels.shape[-2:])
+        self._guidance_scale = guidance_scale
+        if prompt is None and embeddings[0] is None:
+            prompt = ""
+        prompts, _, text, pooled = self.guided_text(
+            prompt, negative_prompt, num_images_per_prompt, max_sequence_length,
+            tensor_inputs, embeddings)
+        pixels = per_prompt(pixels, len(prompts))
+        conditions = self.encode_picture(pixels.to(self._execution_device))[:, None]
+        return pixels, prompts, text, pooled, conditions.to(text.dtype)
+
     def canvas_layout(self, height: int, width: int, streams: int
                       ) -> list[tuple[int, int, int, int]]:
         """Every stream covers the whole canvas (token boxes)."""

@@ -63,6 +63,15 @@ def layerdecomp_pipe(tokenizer):
     return tiny_in_context_pipe(LayerDecompPipeline, tokenizer, len(STREAMS))
 
 
+@pytest.fixture(scope="session")
+def anime_pipe(tokenizer):
+    """An AnimeLayersPipeline of tiny random models (10 stream types: 2 + 4 kinds x 2
+    conventions)."""
+    from layerstudio.pipelines.anime_layers.pipeline import AnimeLayersPipeline
+
+    return tiny_in_context_pipe(AnimeLayersPipeline, tokenizer, 10)
+
+
 @pytest.fixture
 def install_preset(monkeypatch, tmp_path):
     """``install_preset(name, pipe)``: ``pipe`` saved where shipped preset ``name`` loads

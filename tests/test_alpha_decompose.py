@@ -136,7 +136,35 @@ def test_both_recipes_train_a_step_from_the_shipped_tiny_art(recipe, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     result = pipe(np.full((64, 64, 3), 0.5, np.float32), "multiply", num_inference_steps=2)
     assert result.layers[0].layers[1].blend_mode is BlendMode.MULTIPLY
+    assert (out / "samples" / "decoder-000001.png").is_file()
     assert (out / "samples" / "transformer-000001.png").is_file()
+
+
+def test_the_decoder_stage_reads_the_layer_beside_the_composite(tmp_path):
+    """The fine-tuned transparent decoder's loss reaches only the decoder (the VAE stays
+    frozen), and the layer it decodes depends on the composite decoded with it: the same
+    layer latent over another picture decodes differently."""
+    from layerstudio.train.recipe import load_recipe
+    from layerstudio.train.registry import TASKS
+
+    stage = load_recipe("tiny-diffdecompose").stages[0]
+    assert stage.task == "alpha_decoder"
+    stage.batch_size = 2
+    task = TASKS["alpha_decoder"](stage, tmp_path, torch.device("cpu"))
+    module = task.trainable()
+    batch = task.batch(0)
+    assert set(batch) == {"composite", "background", "layer"}
+    loss = task.loss(module, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in task.vae.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in module.parameters()
+               if p.grad is not None) > 0
+    with torch.no_grad():
+        layer = task._decoded(module, batch)
+        other = task._decoded(module, batch | {"composite": batch["composite"].flip(-1)})
+    assert layer.shape == batch["layer"].shape
+    assert float((layer - other).abs().max()) > 1e-4
 
 
 def _stamped_photos(count: int, size: int = 96):

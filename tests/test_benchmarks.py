@@ -112,6 +112,25 @@ def test_effects_benchmark_scores_methods_against_mask_only_matting(layerdecomp_
     assert sheet.width == 10 * 160 and sheet.height > 160  # picture, truth, 4 methods x 2
 
 
+def test_anime_benchmark_scores_the_model_and_its_ablation_against_classical(anime_pipe,
+                                                                            tmp_path):
+    run = tmp_path / "random-run"
+    anime_pipe.save_pretrained(run)
+    report = _report("anime_layers.py", "-n", "2", "--size", "64", "--model", str(run),
+                     "--ablation", str(run), "--steps", "2", "--sheet", str(tmp_path / "s.png"))
+    methods = report["methods"]
+    assert set(methods) == {"anime-classical", "anime", "anime (random-run)"}
+    for scores in methods.values():
+        assert scores["recomposition_psnr"] > 40 and scores["seconds"] > 0
+        for kind in ("flat", "shadow", "highlight", "lineart"):
+            assert 0 <= scores[f"{kind}_iou"] <= 1 and scores[f"{kind}_l1"] >= 0
+    assert methods["anime"]["lineart_iou"] == methods["anime (random-run)"]["lineart_iou"]
+    assert "line_iou_vs_classical" in methods["anime"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "s.png").width == (1 + 4 + 3 * 4) * 128
+
+
 def test_quality_benchmark_scores_old_and_new_checkpoints_and_the_vae_round_trip():
     """``--against HEAD`` extracts the committed weights and scores them in the same run."""
     report = _report("quality.py", "-n", "2", "--against", "HEAD", "--presets", "tiny-sd")

@@ -87,8 +87,9 @@ def test_budget_region_and_transparent_input(studio):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"method": "magic"}, "unknown decompose method 'magic'; available: classical, "
-                          "tiny-layerd, effects-classical, effects, alpha, qwen-image-layered"),
-    ({"prompt": "a poster"}, "prompt is for methods 'alpha', 'qwen-image-layered'; "
+                          "tiny-layerd, effects-classical, effects, alpha, anime-classical, "
+                          "anime, qwen-image-layered"),
+    ({"prompt": "a poster"}, "prompt is for methods 'alpha', 'anime', 'qwen-image-layered'; "
                              "'classical' takes layers, mask, box"),
     ({"layers": 0}, "whole number from 1 to 64"),
     ({"layers": "many"}, "a number or 'auto'"),

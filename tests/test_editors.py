@@ -47,6 +47,19 @@ GIMP_SAME_FORMULA = [BlendMode.NORMAL, BlendMode.MULTIPLY, BlendMode.SCREEN, Ble
                      BlendMode.PIN_LIGHT, BlendMode.HARD_MIX]
 
 
+def _anime_stack(convention: str) -> LayerStack:
+    """A held-out illustration split into production layers (issue 21), its picture kept in
+    the metadata."""
+    from layerstudio.datasets.generate import generate
+    from layerstudio.pipelines.anime_layers.classical import classical_anime_layers
+
+    picture = generate("anime", 2, size=96, split="heldout", seed=13,
+                       convention=convention).stack.composite_array()[..., :3]
+    stack = classical_anime_layers(picture, convention)
+    stack.metadata["picture"] = np.rint(picture * 255).astype(int).tolist()
+    return stack
+
+
 def _mode_stack(mode: BlendMode) -> LayerStack:
     rng = np.random.default_rng(len(mode.value))
     stack = LayerStack(32, 24)
@@ -67,6 +80,7 @@ def gimp_results(tmp_path_factory):
     work = tmp_path_factory.mktemp("gimp")
     stacks = {"sample": sample_stack()}
     stacks.update({f"mode-{m.value}": _mode_stack(m) for m in GIMP_SAME_FORMULA})
+    stacks.update({f"anime-{c}": _anime_stack(c) for c in ("artist", "normal")})
     calls = []
     for name, stack in stacks.items():
         stack.save(work / f"{name}.psd")
@@ -149,3 +163,18 @@ def test_imagemagick_merged_frame_matches_our_composite(tmp_path):
     assert np.array_equal(frame[..., 3], ours[..., 3])
     premultiplied = [x[..., :3] * x[..., 3:4] for x in (frame, ours)]
     assert np.abs(premultiplied[0] - premultiplied[1]).max() <= 2 / 255
+
+
+@pytest.mark.parametrize("convention", ["artist", "normal"])
+def test_gimp_opens_anime_layers_named_blended_and_recomposing_to_the_picture(gimp_results,
+                                                                              convention):
+    """``decompose --method anime-classical`` output in GIMP: four named layers in
+    production order with the convention's blend modes, flattening to the input."""
+    stack, rows, flat = gimp_results[f"anime-{convention}"]
+    shading = BlendMode.MULTIPLY if convention == "artist" else BlendMode.NORMAL
+    lighting = BlendMode.SCREEN if convention == "artist" else BlendMode.NORMAL
+    expected = [("line art", BlendMode.NORMAL), ("highlight", lighting),
+                ("shadow", shading), ("flat colour", BlendMode.NORMAL)]
+    assert [(row[2], int(row[3])) for row in rows[1:]] == \
+        [(name, GIMP_MODES[mode]) for name, mode in expected]
+    assert np.abs(flat[..., :3] - np.array(stack.metadata["picture"])).max() <= 1

@@ -235,20 +235,39 @@ def _joint(tokenizer):
                 lambda output: _frames(np.asarray(output.images)))
 
 
-def _alpha_decompose(tokenizer):
-    from layerstudio.pipelines.alpha_decompose.pipeline import AlphaDecomposePipeline
-
-    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=6)
+def _picture_case(tokenizer, pipeline_class, max_layers: int, options: dict[str, Any],
+                  decode: Callable[[Any, np.ndarray, torch.Tensor], np.ndarray]) -> Case:
+    """A one-picture in-context decomposition pipeline (DiffDecompose, anime layers) of tiny
+    random models, on a random 64 px picture; ``decode(pipe, picture, latents)``."""
+    transformer = AnonymousRegionTransformer.from_flux(tiny_flux(), max_layers=max_layers)
     with torch.no_grad():
         transformer.layer_embedding.normal_(0, 0.5)
     decoder = MultiLayerTransparentDecoder(dim=32, depth=1, heads=2)
-    pipe = AlphaDecomposePipeline(transformer=transformer, transparent_decoder=decoder,
-                                  **_text_parts(tokenizer))
+    pipe = pipeline_class(transformer=transformer, transparent_decoder=decoder,
+                          **_text_parts(tokenizer))
     picture = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
-    return Case(pipe, {"image": picture, "blend": "screen"}, _flux_embeddings,
-                lambda latents: np.stack([stack.layers[1].pixels for stack in pipe.split_latents(
-                    latents, np.repeat(picture[None], len(latents), 0), "screen")]),
+    return Case(pipe, {"image": picture, **options}, _flux_embeddings,
+                lambda latents: decode(pipe, picture, latents),
                 not_in_parent=("height", "width"))
+
+
+def _alpha_decompose(tokenizer):
+    from layerstudio.pipelines.alpha_decompose.pipeline import AlphaDecomposePipeline
+
+    return _picture_case(
+        tokenizer, AlphaDecomposePipeline, 6, {"blend": "screen"},
+        lambda pipe, picture, latents: np.stack([stack.layers[1].pixels for stack in
+                                                 pipe.split_latents(latents, np.repeat(
+                                                     picture[None], len(latents), 0),
+                                                     "screen")]))
+
+
+def _anime_layers(tokenizer):
+    from layerstudio.pipelines.anime_layers.pipeline import AnimeLayersPipeline
+
+    return _picture_case(
+        tokenizer, AnimeLayersPipeline, 10, {"convention": "normal"},
+        lambda pipe, picture, latents: pipe.layers_of(latents).permute(0, 1, 3, 4, 2).numpy())
 
 
 PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
@@ -256,6 +275,7 @@ PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _condit
                                   "dit": _dit, "anonymous-region": _art,
                                   "layerdecomp": _layerdecomp,
                                   "alpha-decompose": _alpha_decompose,
+                                  "anime-layers": _anime_layers,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
                                   "conditioned-bg2fg": _conditioned("bg2fg"),
@@ -418,7 +438,8 @@ def _pipeline_classes() -> set[type]:
 
 CHECKED_ELSEWHERE = {"LayerDPipeline": "tests/test_layerd.py",
                      "RealESRGANPipeline": "tests/test_upscale.py",
-                     "InContextPipeline": "the layerdecomp and alpha-decompose cases"}
+                     "InContextPipeline": "the layerdecomp, alpha-decompose and anime-layers "
+                                          "cases"}
 """Pipelines without a prompt or latents (nothing here applies), whose own tests check the
 conventions that do (save/load, the progress bar, callback_on_step_end, interrupt, outputs),
 and shared bases checked through their subclasses."""

@@ -234,3 +234,40 @@ def test_brush_over_an_object_and_extract_it_with_its_shadow(page, tmp_path):
     # (gradio 6.31's editor hands back a brushed picture redrawn at its 800 px canvas)
     assert " · 2 layers" in page.locator("#status").inner_text()
     page.get_by_role("tab", name="Generate").click()
+
+
+def test_split_an_illustration_and_recolour_a_region_by_clicking_it(page, tmp_path):
+    """Anime layers in the UI: the method's convention list appears, the picture becomes the
+    four production layers, and a click on the composite recolours the flat region there."""
+    from layerstudio.datasets.generate import generate
+
+    sample = generate("anime", 3, size=160, split="heldout", seed=13)
+    picture = tmp_path / "art.png"
+    sample.stack.save(picture)
+    page.get_by_role("tab", name="Decompose").click()
+    page.locator("#decompose-picture input[type=file]").first.set_input_files(str(picture))
+    page.locator("#decompose-picture canvas").first.wait_for(timeout=20_000)
+    page.wait_for_timeout(500)
+    page.locator("#decompose-method input").fill("anime-classical")
+    page.keyboard.press("Enter")
+    page.locator("#decompose-convention").wait_for(state="visible", timeout=10_000)
+    page.locator("#decompose").click()
+    shows(page, "#decompose-notice", "by anime-classical", timeout=60_000)
+    assert " · 4 layers" in page.locator("#status").inner_text()
+    page.get_by_text("Illustration layers: recolour, shadow, line art").click()
+    page.locator("#anime-click input[type=checkbox]").check()
+    flat = sample.stack.layers[1]  # the illustration's own flat colour: click inside it
+    ys, xs = (flat.pixels[..., 3] > 250).nonzero()
+    x, y = xs[len(xs) // 2] + flat.offset[0], ys[len(ys) // 2] + flat.offset[1]
+    image = page.locator("#composite img").first
+    image.scroll_into_view_if_needed()
+    box = image.bounding_box()
+    shown = 320  # the 160 px canvas is sent enlarged 2x, and never drawn larger than that
+    scale = min(box["width"] / shown, box["height"] / shown, 1)
+    image.click(position={"x": (box["width"] - shown * scale) / 2 + (2 * x + 1) * scale,
+                          "y": (box["height"] - shown * scale) / 2 + (2 * y + 1) * scale})
+    shows(page, "#anime-notice", "Recoloured the region", timeout=30_000)
+    page.locator("#anime-lines").click()
+    shows(page, "#anime-notice", "Line art now", timeout=30_000)
+    page.locator("#anime-click input[type=checkbox]").uncheck()
+    page.get_by_role("tab", name="Generate").click()

@@ -18,6 +18,7 @@ import gradio as gr
 
 from layerstudio.studio import Studio
 
+from .anime_panel import wire_anime_edits
 from .decompose_tab import build_decompose_tab
 from .generate import build_generate_tab
 from .layers_panel import (
@@ -72,10 +73,17 @@ def build_app(studio: Studio | None = None, *, concurrency: int = 1,
                 wire_layer_operations(view)
                 wire_transform(view)
                 wire_regenerate(view, studio, flags, concurrency)
+                wire_anime_edits(view)
                 wire_upscale(view, studio, flags, concurrency)
                 wire_export(view, folder)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
     return app
+
+
+CSS = "#composite img { object-fit: scale-down !important; }"
+"""The composite is never shown larger than its pixels: Gradio maps a click on an image to
+pixels assuming it is only ever scaled down (gradio 6.31), so an enlarged small picture would
+send the wrong pixel to the click-to-recolour edit."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -95,5 +103,5 @@ def launch(host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, *,
     app = build_app(studio, concurrency=concurrency)
     app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb",
                show_error=False, ssr_mode=False, prevent_thread_lock=not block, quiet=quiet,
-               theme=theme(), footer_links=["api"], inbrowser=False)
+               theme=theme(), css=CSS, footer_links=["api"], inbrowser=False)
     return app

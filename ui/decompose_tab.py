@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from layerstudio.decompose import DECOMPOSITION, MAX_LAYERS
+from layerstudio.decompose import ANIME_CONVENTIONS, DECOMPOSITION, MAX_LAYERS
 from layerstudio.errors import InvalidInputError
 from layerstudio.studio import Studio
 
@@ -40,7 +40,8 @@ def _picture(drawn: Any) -> np.ndarray:
 
 def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: float | None,
                         steps: float | None, region: np.ndarray | None,
-                        separate: bool = False, blend: str = "auto") -> dict[str, Any]:
+                        separate: bool = False, blend: str = "auto",
+                        convention: str = "artist") -> dict[str, Any]:
     """Keywords for :meth:`Studio.decompose` from the form: only the options the method
     takes (the others stay hidden in the page and are not sent)."""
     takes = DECOMPOSITION.get(method).takes
@@ -63,6 +64,8 @@ def decompose_arguments(method: str, layers: str, box: str, prompt: str, seed: f
         arguments["separate_effects"] = bool(separate)
     if "blend" in takes:
         arguments["blend"] = blend or "auto"
+    if "convention" in takes:
+        arguments["convention"] = convention or "artist"
     return arguments
 
 
@@ -116,6 +119,11 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
                         info="normal: watermark, glass; screen: flare, smoke, rain; add: light "
                              "leak; multiply: X-ray; auto: the model's choice",
                         visible=False, elem_id="decompose-blend")
+    convention = gr.Dropdown(list(ANIME_CONVENTIONS), value="artist",
+                             label="How shadow and highlight recombine",
+                             info="artist: shadow multiply, highlight screen; artist-add: "
+                                  "highlight linear dodge; normal: plain alpha-over",
+                             visible=False, elem_id="decompose-convention")
     with gr.Row():
         start = gr.Button("Decompose", variant="primary", elem_id="decompose")
         extract = gr.Button("Extract with its effects", elem_id="extract-effects")
@@ -131,21 +139,23 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
                 gr.update(visible="seed" in entry.takes),
                 gr.update(visible="steps" in entry.takes),
                 gr.update(visible="separate_effects" in entry.takes),
-                gr.update(visible="blend" in entry.takes))
+                gr.update(visible="blend" in entry.takes),
+                gr.update(visible="convention" in entry.takes))
 
     method.change(method_changed, method,
-                  [method, layers, box, prompt, seed, steps, separate, blend], api_name=False)
+                  [method, layers, box, prompt, seed, steps, separate, blend, convention],
+                  api_name=False)
 
     @friendly
     def decompose(session: Session | None, drawn: Any, chosen: str, count: str, typed: str,
                   text: str, number: float | None, step_count: float | None, apart: bool,
-                  blend_type: str, request: gr.Request, progress: gr.Progress = gr.Progress()
-                  ) -> tuple[Any, ...]:
+                  blend_type: str, recombination: str, request: gr.Request,
+                  progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         session = session or Session()
         pixels = _picture(drawn)
         region = painted_mask(drawn, (pixels.shape[1], pixels.shape[0]))
         arguments = decompose_arguments(chosen, count, typed, text, number, step_count, region,
-                                        apart, blend_type)
+                                        apart, blend_type, recombination)
 
         def work(on_step) -> str:
             progress(0, desc="decomposing")
@@ -170,7 +180,7 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         if region is None and not typed.strip():
             raise InvalidInputError("brush over the object or type a box around it first")
         return decompose(session, drawn, effects_method(chosen), "auto", typed, "", number,
-                         step_count, apart, "auto", request, progress)
+                         step_count, apart, "auto", "artist", request, progress)
 
     @friendly
     def decompose_selected(session: Session | None, chosen: str, count: str, text: str,
@@ -193,7 +203,8 @@ def build_decompose_tab(view: DocumentView, studio: Studio, flags: StopFlags,
         return (*view.render(session), message)
 
     wire_run(start, stop, flags, decompose,
-             [view.state, picture, method, layers, box, prompt, seed, steps, separate, blend],
+             [view.state, picture, method, layers, box, prompt, seed, steps, separate, blend,
+              convention],
              [*view.outputs, notice], notice, "decompose", concurrency)
     wire_run(extract, stop, flags, extract_effects,
              [view.state, picture, method, box, seed, steps, separate],

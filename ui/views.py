@@ -20,8 +20,8 @@ from layerstudio.document import Layer, LayerStack
 from layerstudio.imaging import enlarged, fit_within, over_checkerboard
 from layerstudio.preview import placed
 
-__all__ = ["MIN_PREVIEW", "THUMBNAIL", "enlarged", "for_page", "layer_caption", "layer_list",
-           "on_checkerboard", "preview", "status_line"]
+__all__ = ["MIN_PREVIEW", "THUMBNAIL", "canvas_point", "enlarged", "for_page", "layer_caption",
+           "layer_list", "on_checkerboard", "preview", "status_line"]
 
 MIN_PREVIEW = 384
 """Canvases smaller than this are shown enlarged (whole multiples, nearest-neighbour)."""
@@ -45,6 +45,13 @@ def on_checkerboard(image: Image.Image, minimum: int = MIN_PREVIEW) -> Image.Ima
 def preview(stack: LayerStack) -> Image.Image:
     """The flattened document, as :func:`on_checkerboard` shows it."""
     return on_checkerboard(stack.composite())
+
+
+def canvas_point(stack: LayerStack, x: int, y: int) -> tuple[int, int]:
+    """The canvas pixel under pixel (x, y) of :func:`preview`'s picture (what a click on the
+    composite reports: small canvases are shown enlarged)."""
+    factor = max(1, MIN_PREVIEW // max(stack.size))  # as layerstudio.imaging.enlarged
+    return int(x) // factor, int(y) // factor
 
 
 def layer_caption(layer: Layer) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from layerstudio.pipelines.alpha_decompose.training import AlphaDecomposeTask
+from layerstudio.pipelines.alpha_decompose.training import AlphaDecoderTask, AlphaDecomposeTask
+from layerstudio.pipelines.anime_layers.training import AnimeDecoderTask, AnimeLayersTask
 from layerstudio.pipelines.decompose_effects.training import LayerDecompTask
 from layerstudio.pipelines.layerd.training import TopLayerMattingTask
 from layerstudio.pipelines.qwen_layered.training import (
@@ -32,5 +33,8 @@ TASKS: dict[str, type[Task]] = {
     "qwen_layered_transformer": QwenLayeredTransformerTask,
     "top_layer_matting": TopLayerMattingTask,
     "layerdecomp": LayerDecompTask,
+    "alpha_decoder": AlphaDecoderTask,
     "alpha_decompose": AlphaDecomposeTask,
+    "anime_decoder": AnimeDecoderTask,
+    "anime_layers": AnimeLayersTask,
 }

@@ -29,7 +29,7 @@ from diffusers.utils import BaseOutput
 from layerstudio.document import Layer, LayerStack
 
 from ..anonymous_region import AnonymousRegionTransformer, MultiLayerTransparentDecoder
-from ..in_context import InContextPipeline, as_image_batch, per_prompt
+from ..in_context import InContextPipeline
 from ..output_types import check_output_type, pictures_as
 from .blends import BLENDS, blend_mode, blended, split
 
@@ -121,21 +121,11 @@ class AlphaDecomposePipeline(InContextPipeline):
                               callback_on_step_end_tensor_inputs=(
                                   callback_on_step_end_tensor_inputs))
         blend_mode(blend)
-        pixels = as_image_batch(image, 3)
-        if pixels.shape[1] != 3:
-            raise ValueError("image must be RGB")
-        self._latent_grid(*pixels.shape[-2:])
-        self._guidance_scale = guidance_scale
-        if prompt is None and prompt_embeds is None:
-            prompt = ""
-        prompts, _, text, pooled = self.guided_text(
-            prompt, negative_prompt, num_images_per_prompt, max_sequence_length,
+        pixels, prompts, text, pooled, conditions = self.picture_and_text(
+            image, prompt, negative_prompt, num_images_per_prompt, max_sequence_length,
             callback_on_step_end_tensor_inputs,
             (prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds,
-             negative_pooled_prompt_embeds))
-        pixels = per_prompt(pixels, len(prompts))
-        device = self._execution_device
-        conditions = self.encode_picture(pixels.to(device))[:, None].to(text.dtype)
+             negative_pooled_prompt_embeds), guidance_scale)
         types, positions = stream_codes([blend], self.config.position_cloning)
         latents = self.denoise_streams(
             conditions, CONDITIONS, len(STREAMS), text, pooled,
