@@ -109,7 +109,9 @@ def test_generate_see_layers_and_download_psd(page, tmp_path):
 def stroke(page, editor: str) -> None:
     """Pick the brush of the image editor ``editor`` and draw a short diagonal stroke."""
     page.locator(editor).get_by_role("button", name="Brush").first.click()
-    box = page.locator(f"{editor} canvas").first.bounding_box()
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.scroll_into_view_if_needed()  # mouse events outside the viewport are lost
+    box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 40, y - 40)
     page.mouse.down()
