@@ -348,3 +348,22 @@ def test_the_anime_method_runs_the_preset_at_any_size(anime_pipe, install_preset
     assert stack.size == (120, 100) and stack.metadata["model"] == "tiny-anime-layers"
     assert stack.layers[2].blend_mode is BlendMode.LINEAR_DODGE
     assert stack.metadata["recomposition_psnr"] > 45
+
+
+def test_cli_splits_an_illustration_with_the_shipped_model(tmp_path, capsys):
+    """``--method anime`` on a held-out illustration: the shipped tiny-anime-layers, 4 steps;
+    the PSD holds the four production layers in the artist's modes and re-composes."""
+    from layerstudio.cli import main
+
+    sample = _illustration(6, "artist", size=128)
+    source = sample.stack.save(tmp_path / "art.png")
+    out = tmp_path / "art.psd"
+    assert main(["decompose", str(source), "--method", "anime", "--steps", "4",
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 layers by anime" in printed
+    assert float(printed.split("re-composing at ")[1].split(" dB")[0]) > 40
+    stack = LayerStack.load(out)
+    assert [(layer.name, layer.blend_mode) for layer in stack] == [
+        ("flat colour", BlendMode.NORMAL), ("shadow", BlendMode.MULTIPLY),
+        ("highlight", BlendMode.SCREEN), ("line art", BlendMode.NORMAL)]
