@@ -55,6 +55,28 @@ def tiny_in_context_pipe(pipeline_class, tokenizer, max_layers: int):
     return pipeline
 
 
+def nudged_loss(task, module, stream: int, nudge: float) -> float:
+    """``task.loss`` on batch 0 (noise seeded) with stream ``stream`` of the transformer's
+    predicted velocity moved by ``nudge``: which loss terms a stream's prediction reaches."""
+    import torch
+
+    transformer = module["transformer"]
+    forward = transformer.forward
+
+    def nudged(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        output.sample[:, stream] += nudge
+        return output
+
+    transformer.forward = nudged
+    try:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return task.loss(module, task.batch(0)).item()
+    finally:
+        transformer.forward = forward
+
+
 @pytest.fixture(scope="session")
 def layerdecomp_pipe(tokenizer):
     """A LayerDecomp pipeline of tiny random models."""

@@ -310,27 +310,14 @@ def test_the_layer_wise_loss_weighs_each_layer_stream(tmp_path):
     from layerstudio.train.recipe import load_recipe
     from layerstudio.train.registry import TASKS
 
+    from conftest import nudged_loss
+
     stage = load_recipe("tiny-anime-layers").stages[1]
     stage.batch_size = 2
     stage.options["layer_weights"] = [1.0, 0.0, 0.0, 0.0]  # the flat colour only
     task = TASKS["anime_layers"](stage, tmp_path, torch.device("cpu"))
     module = task.trainable()
-    transformer = module["transformer"]
-    forward = transformer.forward
-
-    def loss(stream: int, nudge: float) -> float:
-        def nudged(*args, **kwargs):
-            output = forward(*args, **kwargs)
-            output.sample[:, stream] += nudge
-            return output
-
-        transformer.forward = nudged
-        torch.manual_seed(0)
-        with torch.no_grad():
-            value = task.loss(module, task.batch(0)).item()
-        transformer.forward = forward
-        return value
-
+    loss = lambda stream, nudge: nudged_loss(task, module, stream, nudge)  # noqa: E731
     base = loss(1, 0.0)
     assert abs(loss(1, 0.5) - base) > 1e-3  # flat colour (stream 1) counts
     assert loss(4, 0.5) == pytest.approx(base)  # line art (stream 4) weighs nothing here
