@@ -29,17 +29,21 @@ def recolour_region(stack: LayerStack, x: int, y: int, colour: Colour,
     or "#rrggbb"): the connected pixels of the flat layer within ``tolerance`` of the clicked
     colour."""
     index, pixels = _layer_of(stack, "flat")
-    region = flat_region(stack, x, y, tolerance)
-    pixels[region, :3] = _rgb(colour)
+    pixels[_region_at(pixels, x, y, tolerance), :3] = _rgb(colour)
     return _replaced(stack, index, pixels)
 
 
 def flat_region(stack: LayerStack, x: int, y: int, tolerance: float = 0.02) -> np.ndarray:
     """Canvas-sized boolean mask of the flat-colour region holding pixel (x, y)."""
-    if not (0 <= x < stack.width and 0 <= y < stack.height):
-        raise InvalidInputError(f"({x}, {y}) is outside the {stack.width} x {stack.height} "
-                                "canvas")
-    _, pixels = _layer_of(stack, "flat")
+    return _region_at(_layer_of(stack, "flat")[1], x, y, tolerance)
+
+
+def _region_at(pixels: np.ndarray, x: int, y: int, tolerance: float) -> np.ndarray:
+    """The connected pixels of the canvas-sized flat layer ``pixels`` within ``tolerance``
+    of pixel (x, y)'s colour."""
+    height, width = pixels.shape[:2]
+    if not (0 <= x < width and 0 <= y < height):
+        raise InvalidInputError(f"({x}, {y}) is outside the {width} x {height} canvas")
     if pixels[y, x, 3] <= 0:
         raise InvalidInputError(f"the flat colour layer is empty at ({x}, {y})")
     same = np.abs(pixels[..., :3] - pixels[y, x, :3]).max(-1) <= tolerance
