@@ -176,6 +176,10 @@ def _shading_pairs(nearest: np.ndarray, open_: np.ndarray, colours: np.ndarray,
     return found
 
 
+CANDIDATES = 256
+"""Touching pairs tried as the consensus shading (the heaviest by contact)."""
+
+
 def _consensus(values: np.ndarray, plausible: np.ndarray, weight: np.ndarray,
                tolerance: float = 0.08) -> tuple[np.ndarray, float]:
     """(which rows of ``values`` lie within ``tolerance`` of the consensus, its support):
@@ -184,8 +188,11 @@ def _consensus(values: np.ndarray, plausible: np.ndarray, weight: np.ndarray,
     outvote it)."""
     if not plausible.any():
         return np.zeros(len(values), bool), 0.0
-    near = np.abs(values[:, None] - values[None]).max(-1) < tolerance
-    support = (near * (weight * plausible)[None]).sum(-1) * plausible
+    # candidates: the CANDIDATES heaviest plausible rows (all of them in an illustration),
+    # so memory stays (CANDIDATES, N) however many pieces a busy picture has
+    candidates = np.sort(np.argsort(-(weight * plausible), kind="stable")[:CANDIDATES])
+    near = np.abs(values[candidates, None] - values[None]).max(-1) < tolerance
+    support = (near * (weight * plausible)[None]).sum(-1) * plausible[candidates]
     best = int(np.argmax(support))
     return plausible & near[best], float(support[best])
 
