@@ -5,10 +5,12 @@ known prompts, spread over the list) at its 64 px, through the one door users ta
 (`Studio.generate(..., upscale=4)`): the result is 256 px from the shipped Real-ESRGAN
 upscaler. Transparent results are shown over a checkerboard. Writes
 docs/images/PRESET-samples.png. With ``--anime METHOD``: docs/images/anime-edits.png, two
-illustrations split into production layers and edited.
+illustrations split into production layers and edited. With ``--edit``:
+docs/images/edit-session.png, step-by-step edit sessions (issue 22) on tiny-sd.
 
     python docs/pictures.py [--only tiny-sd tiny-layerdiffuse] [--count 8]
     python docs/pictures.py --anime anime-classical
+    python docs/pictures.py --edit
 """
 
 from __future__ import annotations
@@ -88,14 +90,53 @@ def anime_edits(studio: Studio, method: str) -> Image.Image:
     return labelled_grid(rows, labels, tile=TILE)
 
 
+EDITS = [{"add": "a smiling cat face with heart shaped eyes", "box": [2, 22, 40, 40]},
+         {"add": "a sun behind cloud", "box": [28, 0, 36, 34]},
+         {"remove": 1}]
+"""Issue 22's three-edit sequence: add, add, remove the first."""
+
+
+def edit_sessions(studio: Studio, seeds: tuple[int, ...] = (0, 1, 2, 3)) -> Image.Image:
+    """One row per seed: the light background, the document after each of :data:`EDITS`,
+    then the last document's layers alone (the background and the second edit's)."""
+    import numpy as np
+
+    from layerstudio.datasets.assets.backgrounds import make_background
+    from layerstudio.preview import labelled_grid
+
+    rows = []
+    for seed in seeds:
+        background, _ = make_background(np.random.default_rng(seed), (64, 64), "gradient")
+        background = np.rint(background[..., :3] * 0.25 + 255 * 0.75).astype(np.uint8)
+        session = studio.edit_session(background, seed=seed)
+        row = [Image.fromarray(background)]
+        for edit in EDITS:
+            row.append(session.apply([edit]).composite().convert("RGB"))
+        stack = session.stack
+        row += [over_checkerboard(type(stack)(stack.width, stack.height, [layer]).composite(),
+                                  cell=4, light=150, dark=110).convert("RGB")
+                for layer in stack.layers]
+        rows.append(row)
+    labels = ["background", "1. add a cat", "2. add a sun", "3. remove layer 1",
+              "layer: background", "layer: the sun edit"]
+    return labelled_grid(rows, labels, tile=160)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=PRESETS, default=list(PRESETS))
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--anime", metavar="METHOD",
                         help="instead: docs/images/anime-edits.png by this anime method")
+    parser.add_argument("--edit", action="store_true",
+                        help="instead: docs/images/edit-session.png (edit sessions on tiny-sd)")
     args = parser.parse_args()
     studio = Studio()
+    if args.edit:
+        path = IMAGES / "edit-session.png"
+        edit_sessions(studio).save(path)
+        print(path)
+        return
     if args.anime:
         path = IMAGES / "anime-edits.png"
         anime_edits(studio, args.anime).save(path)

@@ -2,8 +2,10 @@
 the CLI and the UI.
 
 One job a line, e.g. ``{"prompt": "a cat and a dog", "boxes": "4,8,24,24;34,30,24,24",
-"seed": 3, "name": "pets"}`` (generation; the keys are :data:`JOB_KEYS`) or ``{"task":
-"decompose", "image": "poster.png", "layers": 5}`` (decomposition; :data:`DECOMPOSE_KEYS`).
+"seed": 3, "name": "pets"}`` (generation; the keys are :data:`JOB_KEYS`), ``{"task":
+"decompose", "image": "poster.png", "layers": 5}`` (decomposition; :data:`DECOMPOSE_KEYS`) or
+``{"task": "edit-session", "background": "beach.png", "edits": [{"add": "a crab", "box": [8,
+30, 28, 28]}]}`` (a step-by-step edit; :data:`EDIT_KEYS`).
 Each finished job leaves its files (``NAME.psd``, ``NAME.zip``, ``NAME.png``, ... as asked)
 and last ``NAME.json``, its manifest (the job, the stack's metadata, the files); every file is
 written atomically, so a manifest means the job is complete and ``--resume`` skips it. A
@@ -32,8 +34,8 @@ from . import jsonsafe
 from .errors import InvalidInputError, LayerStudioError
 from .io.atomic import atomic_path
 
-__all__ = ["DECOMPOSE_KEYS", "FORMATS", "JOB_KEYS", "TASKS", "BatchSummary", "Job", "read_jobs",
-           "run_batch", "share_of"]
+__all__ = ["DECOMPOSE_KEYS", "EDIT_KEYS", "FORMATS", "JOB_KEYS", "TASKS", "BatchSummary", "Job",
+           "read_jobs", "run_batch", "share_of"]
 
 FORMATS = ("psd", "ora", "zip", "png")
 JOB_KEYS = {"prompt": "prompt", "model": "model", "mode": "mode", "boxes": "boxes",
@@ -52,8 +54,14 @@ DECOMPOSE_KEYS = {"image": "image", "method": "method", "layers": "layers", "mas
                   "blend": "blend", "convention": "convention",
                   "name": None, "task": None}
 """Decomposition job keys -> ``Studio.decompose`` arguments."""
+EDIT_KEYS = {"background": "background", "edits": "edits", "model": "model", "seed": "seed",
+             "steps": "steps", "size": "size", "guidance": "guidance",
+             "negative": "negative_prompt", "name": None, "task": None}
+"""Edit-session job keys (a script, see :mod:`layerstudio.edit_session`) ->
+``Studio.edit_sequence`` arguments."""
 TASKS = {"generate": (JOB_KEYS, "prompt", "generate"),
-         "decompose": (DECOMPOSE_KEYS, "image", "decompose")}
+         "decompose": (DECOMPOSE_KEYS, "image", "decompose"),
+         "edit-session": (EDIT_KEYS, "background", "edit_sequence")}
 """Task -> (its job keys, the key every job of it needs, the Studio method that runs it)."""
 MAX_JOB_BYTES = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -315,6 +315,47 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit_session(args: argparse.Namespace) -> int:
+    from . import jsonsafe
+    from .edit_session import memory_path, run_script
+    from .studio import Studio
+
+    script_path = Path(args.script)
+    if not script_path.is_file():
+        raise InvalidInputError(f"script {script_path} does not exist")
+    script = jsonsafe.loads(script_path.read_text(encoding="utf-8"), str(script_path))
+    studio = Studio(device=args.device)
+
+    def report(_number: int, line: str) -> None:
+        print(f"  {line}", flush=True)
+
+    if args.resume:
+        if isinstance(script, dict) and "background" in script:
+            raise InvalidInputError("--resume continues a saved session: leave \"background\" "
+                                    "out of the script")
+        session = studio.open_edit_session(args.resume)
+        session.apply(script.get("edits", []) if isinstance(script, dict) else script,
+                      script_path.parent, on_edit=report)
+    else:
+        session = run_script(studio, script, script_path.parent, seed=args.seed,
+                             steps=args.steps, size=args.size, model=args.model,
+                             guidance=args.guidance, on_edit=report)
+    document, memory = session.save(args.output)
+    message = (f"wrote {document} ({len(session.layers)} edit layer"
+               f"{'' if len(session.layers) == 1 else 's'} over the background, "
+               f"{session.size[0]}x{session.size[1]}) and its memory {memory}")
+    if args.preview:
+        preview = Path(document).with_suffix(".preview.png")
+        _write_sheet(session.stack, preview)
+        message += f" and preview {preview}"
+    print(message)
+    for note in session.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"continue it with: layerstudio edit-session MORE.json --resume {memory_path(document)}"
+          f" -o {document}", file=sys.stderr)
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .batch import run_batch
 
@@ -446,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_demo)
 
-    from .studio import DEFAULT_MODEL, MODE_MODELS, MODES
+    from .studio import DEFAULT_MODEL, EDIT_MODEL, MODE_MODELS, MODES
 
     p = sub.add_parser("generate", help="generate a layered image from a prompt")
     p.add_argument("prompt")
@@ -552,6 +593,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="8-pass median alpha decode")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("edit-session", help="edit step by step from a JSON script (add, "
+                       "replace, remove, undo) without disturbing earlier edits; every edit a "
+                       "layer")
+    p.add_argument("script", help='JSON: {"background": "a prompt" or "image.png", "edits": '
+                                  '[{"add": "a cat", "box": [x, y, w, h]}, {"add": "a hat", '
+                                  '"mask": "mask.png"}, {"replace": 1, "prompt": "a dog"}, '
+                                  '{"remove": 1}, {"undo": true}]} (layers are numbered by '
+                                  'the edit that added them, from 1)')
+    p.add_argument("-o", "--output", required=True,
+                   help="output document (.psd, .ora, .zip, .png); the memory is saved beside "
+                        "it as NAME.memory.safetensors")
+    p.add_argument("--resume", metavar="FILE",
+                   help="continue a saved session (its document or memory file) with the "
+                        "script's edits")
+    p.add_argument("--model", help=f"text-to-image preset (default {EDIT_MODEL})")
+    p.add_argument("--seed", type=int, help="default: the script's, else 0")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--size", type=int, help="square canvas side (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--preview", action="store_true",
+                   help="also write a contact sheet of the layers (NAME.preview.png)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.set_defaults(func=cmd_edit_session)
 
     p = sub.add_parser("batch", help="run every job of a JSON Lines file (one object a line: "
                        "prompt, model, mode, boxes, seed, ...; or task: decompose, image, "

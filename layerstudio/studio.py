@@ -32,8 +32,8 @@ from .imaging import as_rgba_array, fit_square
 from .methods import Method, MethodTable
 from .presets import get_preset, load_preset, vocabulary_hint
 
-__all__ = ["DEFAULT_MODEL", "GENERATION", "MODES", "MODE_MODELS", "StepCallback", "Studio",
-           "layer_prompts", "resolve_boxes", "step_hook"]
+__all__ = ["DEFAULT_MODEL", "EDIT_MODEL", "GENERATION", "MODES", "MODE_MODELS", "StepCallback",
+           "Studio", "layer_prompts", "resolve_boxes", "step_hook"]
 
 StepCallback = Callable[[int, int], None]
 """``on_step(done, total)``, called after every denoising step; raising
@@ -214,6 +214,8 @@ MODES = tuple(GENERATION)
 MODE_MODELS = {mode: GENERATION.get(mode).preset for mode in GENERATION}
 """The shipped model each generation mode uses by default."""
 DEFAULT_MODEL = MODE_MODELS["fg"]
+EDIT_MODEL = "tiny-sd"
+"""The shipped model edit sessions run on: an opaque text-to-image backbone."""
 _LABELS = {"boxes": "boxes are", "foreground_prompt": "foreground and background prompts are",
            "background_prompt": "foreground and background prompts are"}
 
@@ -456,6 +458,85 @@ class Studio:
                              provenance={**target.provenance, "edit": info})
         stack.layers[index] = edited if edited.is_empty else edited.cropped_to_content()
         return stack
+
+    def edit_pipeline(self, model: str):
+        """The layered-memory editing pipeline on preset ``model``'s backbone (built once,
+        sharing the loaded weights)."""
+        key = f"{model}#layered-memory"
+        with self._lock:
+            if key not in self._pipelines:
+                from .pipelines.layered_memory import LayeredMemoryEditPipeline
+
+                pipe = self.pipeline(model)
+                if getattr(pipe, "transparent_decoder", None) is not None or \
+                        not hasattr(pipe, "vae") or \
+                        not (hasattr(pipe, "unet") or hasattr(pipe, "transformer")):
+                    raise InvalidInputError(
+                        f"edit sessions run on an opaque text-to-image model with a U-Net or "
+                        f"PixArt transformer (such as {EDIT_MODEL}); {model!r} is not one")
+                edit = LayeredMemoryEditPipeline.around(pipe)
+                edit.set_progress_bar_config(leave=False, disable=None)
+                self._pipelines[key] = edit
+            return self._pipelines[key]
+
+    def edit_session(self, background: Any, *, model: str | None = None, seed: int = 0,
+                     steps: int | None = None, size: int | None = None,
+                     guidance: float | None = None, negative_prompt: str | None = None,
+                     base: Path | None = None, on_step: StepCallback | None = None):
+        """A new step-by-step editing session (:class:`~layerstudio.edit_session.EditSession`)
+        on ``background``: a prompt (generated first), a path to any image or layered file,
+        a PIL image or an array (centre-cropped to the square canvas). ``model`` (default
+        tiny-sd), ``steps``, ``size`` and ``guidance`` (the preset's by default) hold for the
+        whole session; ``base``: the folder a relative background path starts from."""
+        import torch
+
+        from .edit_session import EditSession, background_picture
+
+        model = model or EDIT_MODEL
+        seed = checked_seed(seed)
+        preset = get_preset(model)
+        steps, size, guidance = _settings(preset, steps, size, guidance)
+        picture, prompt, notes = background_picture(background, size, base)
+        pipe = self.edit_pipeline(model)
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                result = pipe(prompt or None, image=picture,
+                              height=size, width=size, num_inference_steps=steps,
+                              guidance_scale=guidance, negative_prompt=negative_prompt or None,
+                              generator=torch.Generator().manual_seed(seed),
+                              **step_hook(on_step, steps))
+            except ValueError as error:
+                raise InvalidInputError(str(error)) from None
+        memory = result.memories[0]
+        memory.settings.update(model=model, seed=seed, guidance=guidance,
+                               negative=negative_prompt or "")
+        session = EditSession(self, memory)
+        session.notes = notes + (generation_notes(preset, prompt, size) if prompt else [])
+        session.seconds = round(time.perf_counter() - started, 3)
+        return session
+
+    def open_edit_session(self, path: str | Path):
+        """A saved session, from its memory file or the document saved beside it."""
+        from .edit_session import EditSession, memory_path
+        from .pipelines.layered_memory import EditMemory
+
+        memory = EditMemory.load(memory_path(path))
+        if "model" not in memory.settings:
+            raise InvalidInputError(f"{path}: the memory does not say which model made it")
+        return EditSession(self, memory)
+
+    def edit_sequence(self, background: Any, edits: list | None = None, *,
+                      model: str | None = None,
+                      seed: int = 0, steps: int | None = None, size: int | None = None,
+                      guidance: float | None = None, negative_prompt: str | None = None
+                      ) -> LayerStack:
+        """A background and a list of edits (the ``edit-session`` script form, see
+        :mod:`layerstudio.edit_session`) as the finished document."""
+        session = self.edit_session(background, model=model, seed=seed, steps=steps,
+                                    size=size, guidance=guidance,
+                                    negative_prompt=negative_prompt)
+        return session.apply(edits or [])
 
     def decompose(self, image: Any, *, method: str | None = None,
                   layers: int | str | None = None, mask: Any = None, box: Any = None,

@@ -190,3 +190,15 @@ def test_alpha_benchmark_scores_every_subtask_and_watermark_removal_by_photos(to
 
     sheet = Image.open(tmp_path / "sheet.png")  # 3 truths + 3 methods x 2, a row a subtask
     assert sheet.size == (9 * 128, 40 + 7 * 128)
+
+
+def test_layered_memory_benchmark_scores_each_configuration_against_inpainting(tmp_path):
+    report = _report("layered_memory.py", "-n", "2", "--steps", "3", "--sheet",
+                     str(tmp_path / "sheet.png"))
+    assert report["baseline"] == "inpainting" and report["edits"] >= 6
+    results = report["results"]
+    assert list(results)[:4] == ["inpainting", "mqd", "bcg", "bcg+mqd"]
+    for name, row in results.items():
+        assert 0 <= row["added"] <= 1 and row["seconds"] > 0 and row["background_psnr"] > 0
+        assert (name == "inpainting") != ("ratio_to_inpainting" in row)
+    assert (tmp_path / "sheet.png").is_file()

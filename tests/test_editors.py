@@ -60,6 +60,19 @@ def _anime_stack(convention: str) -> LayerStack:
     return stack
 
 
+def _edit_session_stack() -> LayerStack:
+    """Issue 22's three-edit sequence (add, add, remove) on the shipped tiny-sd, its picture
+    kept in the metadata."""
+    from layerstudio.studio import Studio
+
+    background = np.full((64, 64, 3), (236, 228, 205), np.uint8)
+    stack = Studio(device="cpu").edit_sequence(background, [
+        {"add": "a red apple", "box": [4, 4, 36, 36]}, {"add": "a cat", "box": [28, 26, 34, 34]},
+        {"remove": 1}], steps=6)
+    stack.metadata["picture"] = np.rint(stack.composite_array() * 255).astype(int).tolist()
+    return stack
+
+
 def _mode_stack(mode: BlendMode) -> LayerStack:
     rng = np.random.default_rng(len(mode.value))
     stack = LayerStack(32, 24)
@@ -81,6 +94,7 @@ def gimp_results(tmp_path_factory):
     stacks = {"sample": sample_stack()}
     stacks.update({f"mode-{m.value}": _mode_stack(m) for m in GIMP_SAME_FORMULA})
     stacks.update({f"anime-{c}": _anime_stack(c) for c in ("artist", "normal")})
+    stacks["edit-session"] = _edit_session_stack()
     calls = []
     for name, stack in stacks.items():
         stack.save(work / f"{name}.psd")
@@ -178,3 +192,11 @@ def test_gimp_opens_anime_layers_named_blended_and_recomposing_to_the_picture(gi
     assert [(row[2], int(row[3])) for row in rows[1:]] == \
         [(name, GIMP_MODES[mode]) for name, mode in expected]
     assert np.abs(flat[..., :3] - np.array(stack.metadata["picture"])).max() <= 1
+
+
+def test_gimp_opens_an_edit_session_with_its_layers_and_composite(gimp_results):
+    """``edit-session`` output (add, add, remove) in GIMP: the background and the one layer
+    left, named after its prompt, flattening as we composite it."""
+    stack, rows, flat = gimp_results["edit-session"]
+    assert [row[2] for row in rows[1:]] == ["a cat", "background"]
+    assert np.abs(flat - np.array(stack.metadata["picture"])).max() <= 1

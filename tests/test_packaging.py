@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+METHODS = sorted(folder.name for folder in (ROOT / "pipelines").iterdir()
+                 if folder.is_dir() and any(folder.glob("*.py")))
+"""Every method package under pipelines/: each must install (a regular install only takes
+the packages pyproject.toml lists)."""
 CHECK = ("import layerstudio, layerstudio.pipelines, layerstudio.ui, layerstudio.datasets, "
          "layerstudio.io, layerstudio.datasets.assets.emoji, layerstudio.datasets.scenes, "
          "layerstudio.datasets.loaders; import importlib.util as u; "
+         + "".join(f"import layerstudio.pipelines.{name}; " for name in METHODS) +
          "assert u.find_spec('datasets') is None or 'layerstudio' not in "
          "(u.find_spec('datasets').origin or ''); "
          "from layerstudio.presets import PRESETS, is_available; "
-         "assert is_available(PRESETS['tiny-judge']), 'shipped weights missing'; "
+         "missing = [p.name for p in PRESETS.values() if p.shipped and not is_available(p)]; "
+         "assert not missing, f'shipped weights missing: {missing}'; "
          "from layerstudio.datasets.splits import split_names; assert split_names(); "
          "from layerstudio.train import recipe_names; assert 'tiny-sd' in recipe_names(); "
          "print(layerstudio.__file__)")

@@ -270,12 +270,37 @@ def _anime_layers(tokenizer):
         lambda pipe, picture, latents: pipe.layers_of(latents).permute(0, 1, 3, 4, 2).numpy())
 
 
+def _layered_memory(tokenizer):
+    """An add on a session whose background is a random picture (both 2 steps, as the
+    calls are), so BCG and MQD both run."""
+    from layerstudio.pipelines.layered_memory import LayeredMemoryEditPipeline
+
+    parts = _sd_parts(tokenizer)
+    pipe = LayeredMemoryEditPipeline(**{name: parts[name] for name in (
+        "vae", "text_encoder", "tokenizer", "unet", "scheduler")})
+    pipe.set_progress_bar_config(disable=True)
+    picture = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    memory = pipe("a cloud", image=picture, num_inference_steps=2).memories[0]
+    mask = np.zeros((64, 64), np.float32)
+    mask[8:40, 16:48] = 1
+    memory = pipe("a cloud", mask=mask, memory=memory, num_inference_steps=2).memories[0]
+    mask = np.zeros((64, 64), np.float32)
+    mask[24:56, 24:56] = 1
+
+    def embeddings(pipe) -> dict[str, torch.Tensor]:
+        condition, negative = pipe.encode_prompt(["an ice cream", "a cloud"])
+        return {"prompt_embeds": condition.embeds, "negative_prompt_embeds": negative.embeds}
+
+    return Case(pipe, {"memory": memory, "mask": mask}, embeddings, pipe.decode_latents)
+
+
 PIPELINES: dict[str, Callable] = {"img2img": _img2img, "conditioned-xl": _conditioned_xl,
                                   "joint": _joint, "qwen-image-layered": _qwen,
                                   "dit": _dit, "anonymous-region": _art,
                                   "layerdecomp": _layerdecomp,
                                   "alpha-decompose": _alpha_decompose,
                                   "anime-layers": _anime_layers,
+                                  "layered-memory": _layered_memory,
                                   "latent-transparency": _sd_rgba,
                                   "latent-transparency-xl": _sdxl_rgba,
                                   "conditioned-bg2fg": _conditioned("bg2fg"),

@@ -291,3 +291,51 @@ def test_upscale_the_document_or_the_selected_layer(server, tmp_path):
     # the PSD keeps layers cropped: the mark opened as 4x4 at 6,8
     assert mark.offset == (48, 64) and mark.pixels.shape[:2] == (32, 32)
     assert status(c.predict(api_name="/undo")).startswith("64x48 px")
+
+
+def _painting(tmp_path, name: str, rows: slice, columns: slice) -> dict:
+    """An Edit-tab painting: the mask brushed over ``rows`` x ``columns`` of the 384 px
+    editor (a 64 px canvas shown 6x)."""
+    from PIL import Image
+
+    paint = np.zeros((384, 384, 4), np.uint8)
+    paint[rows, columns] = (255, 0, 255, 255)
+    Image.fromarray(paint).save(tmp_path / f"{name}.png")
+    Image.new("RGB", (384, 384)).save(tmp_path / "editor.png")
+    return {"background": handle_file(str(tmp_path / "editor.png")),
+            "layers": [handle_file(str(tmp_path / f"{name}.png"))],
+            "composite": handle_file(str(tmp_path / "editor.png")), "id": None}
+
+
+def test_edit_tab_adds_adds_removes_undoes_and_resumes(server, tmp_path):
+    c = client(server)
+    result = c.predict("a sun", "tiny-sd", 3, False, 6, api_name="/edit_session_start")
+    assert result[-1].startswith("New session on tiny-sd (seed 3, 64 px)")
+    assert result[-4] == "0. background 'a sun'"
+    apple = _painting(tmp_path, "apple", slice(0, 216), slice(0, 216))
+    result = c.predict("a red apple", apple, 3, api_name="/edit_session_add")
+    assert result[-1].startswith("Done in ") and ": 1. add 'a red apple'." in result[-1]
+    assert "'a red apple' is not one of them" in result[-1]  # outside tiny-sd's prompts
+    cat = _painting(tmp_path, "cat", slice(168, 384), slice(168, 384))
+    result = c.predict("a cat", cat, 3, api_name="/edit_session_add")
+    assert status(result).split(" · ")[1] == "3 layers"
+    c.predict(1, api_name="/select_layer")
+    result = c.predict("", None, 3, api_name="/edit_session_remove")
+    assert result[-1].endswith(": 3. remove layer 1.")  # no prompt, no note
+    assert result[-4].splitlines()[-1] == "3. remove layer 1"
+    exported = LayerStack.load(c.predict("PSD", api_name="/export"))
+    assert [layer.name for layer in exported.layers] == ["background", "a cat"]
+    result = c.predict(3, api_name="/edit_session_undo")
+    assert status(result).split(" · ")[1] == "3 layers" and "(undone)" in result[-4]
+    saved, message = c.predict(api_name="/edit_session_save")
+    assert saved.endswith(".memory.safetensors") and "Resume" in message
+    other = client(server)  # a fresh browser: resume the downloaded session there
+    result = other.predict(handle_file(saved), 0, api_name="/edit_session_resume")
+    assert result[-1].startswith("Resumed a session of 4 steps on tiny-sd")
+    assert status(result).split(" · ")[1] == "3 layers"
+    other.predict(0, api_name="/select_layer")
+    with pytest.raises(AppError, match="not 'background'"):
+        other.predict("a dog", None, 0, api_name="/edit_session_replace")
+    fresh = client(server)
+    with pytest.raises(AppError, match="start a session first"):
+        fresh.predict("a cat", apple, 0, api_name="/edit_session_add")

@@ -273,3 +273,30 @@ def test_split_an_illustration_and_recolour_a_region_by_clicking_it(page, tmp_pa
     shows(page, "#anime-notice", "Line art now", timeout=30_000)
     page.locator("#anime-click input[type=checkbox]").uncheck()
     page.get_by_role("tab", name="Generate").click()
+
+
+def test_edit_step_by_step_add_add_remove(page):
+    """The Edit tab: a session from a prompt, two objects added where the brush marks them,
+    the first one's layer selected and removed, the history listing each step."""
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#edit-background textarea").fill("a sun behind cloud")
+    page.locator("#edit-from-prompt").click()
+    shows(page, "#edit-notice", "New session on tiny-sd", timeout=60_000)
+    for prompt in ("a smiling cat face with heart shaped eyes", "a dove of peace"):
+        page.locator("#edit-prompt textarea").fill(prompt)
+        page.locator("#edit-paint").click()
+        shows(page, "#edit-notice", "Brush roughly", timeout=30_000)
+        page.wait_for_timeout(300)
+        stroke(page, "#edit-mask")
+        page.wait_for_timeout(1000)  # the editor sends its painted layer after the stroke
+        page.locator("#edit-add").click()
+        shows(page, "#edit-notice", f"add '{prompt}'", timeout=60_000)
+    shows(page, "#status", "3 layers", timeout=20_000)
+    page.locator("#layers .caption-label").nth(1).click()  # top first: the first edit's layer
+    page.locator("#edit-remove").click()
+    shows(page, "#edit-notice", "3. remove layer 1", timeout=60_000)  # "Done in ..: 3. ..."
+    assert " · 2 layers" in page.locator("#status").inner_text()
+    history = page.locator("#edit-history textarea").input_value()
+    assert history.splitlines()[-1] == "3. remove layer 1"
+    assert "Traceback" not in page.content()
+    page.get_by_role("tab", name="Generate").click()

@@ -20,6 +20,7 @@ from layerstudio.studio import Studio
 
 from .anime_panel import wire_anime_edits
 from .decompose_tab import build_decompose_tab
+from .edit_tab import build_edit_tab
 from .generate import build_generate_tab
 from .layers_panel import (
     build_document_view,
@@ -66,6 +67,8 @@ def build_app(studio: Studio | None = None, *, concurrency: int = 1,
                     build_generate_tab(app, view, studio, flags, concurrency)
                 with gr.Tab("Decompose", id="decompose"):
                     build_decompose_tab(view, studio, flags, concurrency)
+                with gr.Tab("Edit", id="edit"):
+                    build_edit_tab(view, studio, flags, concurrency, folder)
                 with gr.Tab("Open", id="open"):
                     build_open_tab(view)
             with gr.Column(scale=3):

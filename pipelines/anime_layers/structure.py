@@ -23,6 +23,7 @@ import numpy as np
 from layerstudio.blend import BlendMode
 from layerstudio.document import Layer, LayerStack
 from layerstudio.errors import InvalidInputError
+from layerstudio.unblend import least_alpha
 
 __all__ = ["CONVENTIONS", "HIGHLIGHT_BLENDS", "KINDS", "NAMES", "anime_stack", "modes_of",
            "normal_layer", "shading_layers"]
@@ -93,9 +94,7 @@ def normal_layer(backdrop: np.ndarray, picture: np.ndarray, colour: np.ndarray |
     change = picture - backdrop
     if colour is None:
         colour = nearest_point(backdrop, change, mask)
-    floor = np.max(np.maximum(-change / np.maximum(backdrop, _EPS),
-                              change / np.maximum(1 - backdrop, _EPS)), axis=-1)
-    alpha = _fitted_alpha(change, colour - backdrop, floor, mask)
+    alpha = _fitted_alpha(change, colour - backdrop, least_alpha(picture, backdrop), mask)
     solved = backdrop + change / np.maximum(alpha, _EPS)[..., None]
     return np.concatenate([np.clip(solved, 0, 1), alpha[..., None]], -1).astype(np.float32)
 

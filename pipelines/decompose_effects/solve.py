@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from layerstudio.unblend import least_alpha
+
 from .layers import Extraction
 
 __all__ = ["effect_limit", "on_canvas", "solved_parts"]
@@ -34,14 +36,6 @@ def effect_limit(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
         low = np.where(colour > 0, rgb / colour, np.inf)  # I - a C >= 0
         high = np.where(colour < 1, (1 - rgb) / (1 - colour), np.inf)  # I - a C <= 1 - a
     return np.clip(np.minimum(low, high).min(-1), 0, 1).astype(np.float32)
-
-
-def _least_alpha(picture: np.ndarray, below: np.ndarray) -> np.ndarray:
-    """The least alpha with which some colour in [0, 1] over ``below`` gives ``picture``: a
-    matte below it would need an impossible object colour (the background estimate is off)."""
-    up = np.where(picture > below, (picture - below) / np.maximum(1 - below, 1e-6), 0)
-    down = np.where(picture < below, (below - picture) / np.maximum(below, 1e-6), 0)
-    return np.clip(np.maximum(up, down).max(-1), 0, 1)
 
 
 def solved_parts(picture: np.ndarray, alpha: np.ndarray, effect: np.ndarray,
@@ -70,7 +64,7 @@ def solved_parts(picture: np.ndarray, alpha: np.ndarray, effect: np.ndarray,
     effects = np.concatenate([colour, effect[..., None]], -1).astype(np.float32)
     below = effect[..., None] * colour + (1 - effect[..., None]) * background
     solid = alpha > 1 / 255
-    alpha = np.where(solid, np.maximum(alpha, _least_alpha(picture, below)), 0)
+    alpha = np.where(solid, np.maximum(alpha, least_alpha(picture, below)), 0)
     objects = np.zeros((*picture.shape[:2], 4), np.float32)
     objects[solid, :3] = np.clip((picture[solid] - (1 - alpha[solid, None]) * below[solid])
                                  / alpha[solid, None], 0, 1)

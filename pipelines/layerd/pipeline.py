@@ -47,6 +47,7 @@ from layerstudio.pipelines.classical_decompose import (
 )
 from layerstudio.pipelines.classical_decompose.fill import fill_under
 from layerstudio.pipelines.classical_decompose.regions import flat_regions
+from layerstudio.unblend import least_alpha
 
 from .matting import TopLayerMatting
 
@@ -106,10 +107,7 @@ def explained(rgb: np.ndarray, below: np.ndarray, rgba: np.ndarray, hole: np.nda
     ``(B - I) / B`` where darker), and its colour recomputed: where the fill is off, the
     difference goes into the layer instead of staying behind as a ghost of the object, and
     the layers still re-composite to the picture exactly."""
-    lighter = np.where(rgb > below, (rgb - below) / np.maximum(1 - below, 1e-6), 0)
-    darker = np.where(rgb < below, (below - rgb) / np.maximum(below, 1e-6), 0)
-    least = np.clip(np.maximum(lighter, darker).max(-1), 0, 1)
-    alpha = np.where(hole, np.maximum(rgba[..., 3], least), rgba[..., 3])
+    alpha = np.where(hole, np.maximum(rgba[..., 3], least_alpha(rgb, below)), rgba[..., 3])
     safe = np.maximum(alpha, 1e-6)[..., None]
     colour = np.where(alpha[..., None] > 0,
                       np.clip(below + (rgb - below) / safe, 0, 1), 0)
