@@ -96,10 +96,13 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=16, help="generated designs at --size")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--large", type=int, default=1024)
+    parser.add_argument("--heldout", type=int, help="score only the first N scenes of the "
+                        "heldout design split (default: all)")
     args = parser.parse_args()
     studio = Studio(device="cpu")
     methods = [BASELINE, *(method for method in DECOMPOSITION if _runnable(method))]
-    sets = {"heldout split (64 px)": [s.stack for s in load_split(kind="design")],
+    sets = {"heldout split (64 px)": [s.stack for s in load_split(kind="design")
+                                      ][:args.heldout],
             f"designs ({args.size} px)": [
                 generate("design", i, size=args.size, split="heldout", seed=7).stack
                 for i in range(args.n)]}

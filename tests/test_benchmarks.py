@@ -72,7 +72,8 @@ def test_region_attention_benchmark_compares_region_crop_with_full_attention():
 
 
 def test_decompose_benchmark_compares_with_one_layer():
-    report = _report("decompose.py", "-n", "2", "--size", "128", "--large", "256")
+    report = _report("decompose.py", "-n", "2", "--size", "128", "--large", "256",
+                     "--heldout", "4")
     for name in ("heldout split (64 px)", "designs (128 px)"):
         methods = report[name]
         assert methods["one layer"]["layers"] == 1.0
