@@ -79,6 +79,9 @@ class EditSession:
         model's vocabulary, a cropped background)."""
         self.seconds = 0.0
         """How long the last operation took."""
+        self._document: tuple[EditMemory, LayerStack] | None = None
+        """The document of one memory, kept: the pipeline builds it with every edit, and undo,
+        redo and every read of :attr:`stack` would build it again."""
 
     # --- state -------------------------------------------------------------------------------
 
@@ -105,13 +108,20 @@ class EditSession:
         """The document now (background, then one layer per live edit)."""
         from .pipelines.layered_memory import memory_stack
 
+        if self._document is None or self._document[0] is not self.memory:
+            self._document = (self.memory, memory_stack(self.memory,
+                                                        {"prompt": self.memory.latest.prompt}))
+        built = self._document[1]
         settings = self.memory.settings
         info = {"task": "edit-session", "model": self.model, "seed": settings["seed"],
                 "steps": settings["steps"], "guidance": settings["guidance"],
                 "seconds": self.seconds}
         if self.notes:
             info["notes"] = list(self.notes)
-        return memory_stack(self.memory, info)
+        # a new stack each time (layer list and metadata its own; the layers are shared, and
+        # never changed in place), so a caller's edits do not reach the kept one
+        return LayerStack(built.width, built.height, list(built.layers),
+                          groups=dict(built.groups), metadata={**built.metadata, **info})
 
     @property
     def picture(self) -> np.ndarray:
@@ -151,6 +161,7 @@ class EditSession:
             except ValueError as error:
                 raise InvalidInputError(str(error)) from None
         self.memory = result.memories[0]
+        self._document = (self.memory, result.layers[0])
         self.seconds = round(time.perf_counter() - started, 3)
         prompt = options.get("prompt")
         hint = vocabulary_hint(self.model, prompt) if prompt else None

@@ -466,14 +466,18 @@ class Studio:
         with self._lock:
             if key not in self._pipelines:
                 from .pipelines.layered_memory import LayeredMemoryEditPipeline
+                from .pipelines.layered_memory.backbone import kind_of
 
                 pipe = self.pipeline(model)
+                refusal = f"edit sessions run on an opaque text-to-image model with a U-Net " \
+                          f"or PixArt transformer (such as {EDIT_MODEL}); {model!r} is not one"
                 if getattr(pipe, "transparent_decoder", None) is not None or \
-                        not hasattr(pipe, "vae") or \
-                        not (hasattr(pipe, "unet") or hasattr(pipe, "transformer")):
-                    raise InvalidInputError(
-                        f"edit sessions run on an opaque text-to-image model with a U-Net or "
-                        f"PixArt transformer (such as {EDIT_MODEL}); {model!r} is not one")
+                        getattr(pipe, "vae", None) is None:
+                    raise InvalidInputError(refusal)
+                try:
+                    kind_of(pipe)
+                except ValueError as error:
+                    raise InvalidInputError(f"{refusal}: {error}") from None
                 edit = LayeredMemoryEditPipeline.around(pipe)
                 edit.set_progress_bar_config(leave=False, disable=None)
                 self._pipelines[key] = edit

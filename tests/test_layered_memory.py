@@ -91,10 +91,10 @@ def _picture(seed: int = 0, size: int = 64) -> np.ndarray:
 
 def _session(pipe, **options) -> list[EditMemory]:
     """Background (a picture), add at the top left, add at the bottom right: the memories."""
-    call = {"num_inference_steps": STEPS, "guidance_scale": 3.0, **options}
+    settings = {"num_inference_steps": STEPS, "guidance_scale": 3.0}
+    call = {**settings, **options}
     first = pipe(image=_picture(), generator=torch.Generator().manual_seed(0),
-                 **{k: v for k, v in call.items() if k in ("num_inference_steps",
-                                                           "guidance_scale")}).memories[0]
+                 **settings).memories[0]
     second = pipe("an ice cream", mask=_box(0, 0, 32, 32), memory=first,
                   generator=torch.Generator().manual_seed(1), **call).memories[0]
     third = pipe("a cloud", mask=_box(24, 24, 40, 40), memory=second,
@@ -371,6 +371,8 @@ def test_session_errors_name_the_problem(studio, picture_file):
         session.undo()
     with pytest.raises(InvalidInputError, match="opaque text-to-image"):
         studio.edit_session("a cat", model="tiny-layerdiffuse")
+    with pytest.raises(InvalidInputError, match="joint attention"):
+        studio.edit_session("a cat", model="tiny-dit")  # FLUX-shaped: no cross-attention
     with pytest.raises(InvalidInputError, match="does not exist"):
         studio.edit_session("missing.png")
     with pytest.raises(InvalidInputError, match="edit 1: add takes no prompt"):

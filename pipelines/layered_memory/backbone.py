@@ -65,8 +65,14 @@ class TextCondition:
 
 
 def kind_of(pipe) -> str:
-    """"pixart", "sdxl" or "sd" from the components present."""
-    if getattr(pipe, "transformer", None) is not None:
+    """"pixart", "sdxl" or "sd" from the components present; a transformer must read its
+    text by cross-attention (PixArt's ``caption_projection``): MQD splits cross-attention,
+    and a joint-attention (FLUX-shaped) model has none."""
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is not None:
+        if not hasattr(transformer, "caption_projection"):
+            raise ValueError(f"{type(transformer).__name__} reads text by joint attention; the "
+                             "editing pipeline needs a U-Net or a PixArt-shaped transformer")
         return "pixart"
     if getattr(pipe, "unet", None) is None:
         raise ValueError("the editing pipeline needs a unet or a transformer")

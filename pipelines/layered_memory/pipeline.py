@@ -171,9 +171,10 @@ class LayeredMemoryEditPipeline(DiffusionPipeline):
         return self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
 
     @staticmethod
-    def _picture(image: Any, size: tuple[int, int]) -> np.ndarray:
-        """Any image as (H, W, 3) uint8 of ``size`` (W, H), transparency flattened on white."""
-        rgba = to_uint8(as_rgba_array(image, what="background image")).astype(np.float32)
+    def _picture(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """An RGBA array as (H, W, 3) uint8 of ``size`` (W, H), transparency flattened on
+        white."""
+        rgba = to_uint8(rgba).astype(np.float32)
         rgb = rgba[..., :3] * rgba[..., 3:] / 255 + 255 - rgba[..., 3:]
         picture = PIL.Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8))
         if picture.size != size:
@@ -352,9 +353,10 @@ class LayeredMemoryEditPipeline(DiffusionPipeline):
                                  f"steps of its scheduler; continue it with the same")
         else:
             default = self.vae_scale_factor * self._denoiser.config.sample_size
-            if image is not None and height is None and width is None:
-                shape = as_rgba_array(image, what="background image").shape
-                height, width = shape[0], shape[1]
+            if image is not None:
+                image = as_rgba_array(image, what="background image")
+                if height is None and width is None:
+                    height, width = image.shape[:2]
             self._size = (int(width or default), int(height or default))
         step_size = self.vae_scale_factor * (2 if kind_of(self) == "pixart" else 1)
         if any(side % step_size for side in self._size):
