@@ -102,9 +102,12 @@ def _named_classes(judge, caption: str) -> set[int]:
 
 
 @torch.no_grad()
-def quality(pipe, judge, count: int) -> dict:
+def quality(pipe, judge, count: int, modes: tuple[tuple[str, bool], ...] = (
+        ("region", False), ("full", True))) -> dict:
+    """Box adherence, alpha soft IoU, judge reading and time on ``count`` held-out layouts,
+    for each (name, full attention) of ``modes``."""
     results: dict = {}
-    for name, full in (("region", False), ("full", True)):
+    for name, full in modes:
         adherence, iou, readable, seconds = [], [], [], []
         for index in range(count):
             layers, boxes, caption = art_scene(2024, index, 4, pool=128, split="heldout")

@@ -174,7 +174,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .presets import PRESETS, get_preset, is_available, known_prompts
+    from .presets import PRESETS, compression_summary, get_preset, is_available, known_prompts
 
     if args.prompts:
         get_preset(args.prompts)  # an unknown name is an error, not an empty list
@@ -189,7 +189,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     rows = [{"name": p.name, "source": p.source, "loader": p.loader.split(":")[1],
              "resolution": p.resolution, "available": is_available(p), "good_for": p.good_for,
-             "licence": p.licence} for p in PRESETS.values()]
+             "licence": p.licence, "compression": compression_summary(p.name)}
+            for p in PRESETS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -198,6 +199,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         here = "yes" if row["available"] else "no"
         size = f"{row['resolution']}px" if row["resolution"] else "any"
         print(f"{row['name']:<20} {where:<52} {size:>7}  here: {here:<3}  {row['good_for']}")
+        if row["compression"]:
+            print(f"{'':<20} {row['compression']}")
     return 0
 
 
@@ -228,6 +231,26 @@ def cmd_ship(args: argparse.Namespace) -> int:
     shared = ship(args.run, args.preset)
     taken = ", ".join(f"{part} from {other}" for part, other in shared.items()) or "nothing"
     print(f"shipped {args.run} as {args.preset} (shared: {taken})")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .compress.prune import prune
+
+    prompts = None
+    if args.prompts:
+        prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines()
+                   if line.strip()]
+    report = prune(args.model, args.kind, args.method, args.output, ratio=args.ratio,
+                   calib=args.calib, finetune_steps=args.finetune_steps,
+                   learn_steps=args.learn_steps, group=args.group,
+                   learning_rate=args.learning_rate, batch_size=args.batch_size,
+                   prompts=prompts, seed=args.seed, device=args.device)
+    params = report["params"]
+    print(f"pruned {args.model} ({args.kind}, {args.method}): {params['before']:,} -> "
+          f"{params['after']:,} parameters ({params['removed']:.0%} removed), retrained "
+          f"{args.finetune_steps} steps; wrote {args.output} (details in compression.json; "
+          f"`layerstudio ship {args.output} PRESET` installs it)")
     return 0
 
 
@@ -664,6 +687,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override every stage's step count")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prune", help="a smaller, faster denoiser: LAPTOP-Diff layer pruning "
+                                     "of a U-Net or TinyFusion depth pruning of a DiT")
+    p.add_argument("kind", choices=("unet", "dit"))
+    p.add_argument("--model", required=True, help="model preset or pipeline folder")
+    p.add_argument("--ratio", type=float, default=0.5,
+                   help="unet: share of parameters to remove; dit: share of blocks "
+                        "(default 0.5)")
+    p.add_argument("--method", default=None,
+                   help="unet: laptop (default), handpicked, random, task-loss; "
+                        "dit: tinyfusion (default), bi, evenly, random")
+    p.add_argument("--calib", type=int, default=64, help="calibration examples (default 64)")
+    p.add_argument("--finetune-steps", type=int, default=200,
+                   help="retraining steps after pruning (default 200; 0: none)")
+    p.add_argument("--learn-steps", type=int, default=100,
+                   help="TinyFusion's mask-learning steps (default 100)")
+    p.add_argument("--group", type=int, help="TinyFusion group size M (default 4 or 2)")
+    p.add_argument("--learning-rate", type=float,
+                   help="retraining learning rate (default: the recipe's, else 1e-4)")
+    p.add_argument("--batch-size", type=int, help="retraining batch (default: the recipe's)")
+    p.add_argument("--prompts", help="text file, one prompt a line: calibrate on sampling "
+                                     "runs of these (models without a training recipe)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.add_argument("-o", "--output", required=True, help="folder for the pruned pipeline")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("eval", help="quality and speed of a shipped preset (JSON)")
     p.add_argument("preset")

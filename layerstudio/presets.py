@@ -19,7 +19,8 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["PRESETS", "Preset", "get_preset", "load_preset", "preset_path", "run_as_preset"]
+__all__ = ["PRESETS", "Preset", "compression_summary", "get_preset", "load_preset",
+           "preset_path", "recipe_of", "run_as_preset"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Preset:
     background and blend together), ``layers`` (a layer per box); ``decompose`` for a
     picture -> layers model; ``score`` for a model that generates nothing (the judge);
     ``upscale`` for an upscaler."""
+    pruned_from: str | None = None
+    """For a pruned preset (``layerstudio prune``): the preset it was pruned from, whose
+    recipe (task, vocabulary) it keeps; how it was made is in its ``compression.json``."""
 
     @property
     def shipped(self) -> bool:
@@ -226,13 +230,40 @@ def run_as_preset(name: str, run: str | Path | None) -> Iterator[None]:
             yield
 
 
+def recipe_of(name: str) -> str | None:
+    """The training recipe behind a preset: its own, or for a pruned preset its base's."""
+    preset = get_preset(name)
+    if preset.recipe or not preset.pruned_from:
+        return preset.recipe
+    return recipe_of(preset.pruned_from)
+
+
 def training_pool(name: str) -> int | None:
     """How many emoji the preset's recipe trained its last stage on (None: all of them, or
     not trained by us). Evaluation draws its "train" prompts from this pool."""
     from .train import load_recipe
 
-    recipe = get_preset(name).recipe
+    recipe = recipe_of(name)
     return load_recipe(recipe).stages[-1].options.get("pool") if recipe else None
+
+
+def compression_summary(name: str) -> str | None:
+    """One line on how a pruned preset was made and what it measured (its
+    ``compression.json``, quality from ``benchmarks/compress.py``); None for other presets."""
+    import json
+
+    path = preset_path(name) / "compression.json"
+    if not get_preset(name).shipped or not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    line = (f"pruned from {report['base']} by {report['method']}: "
+            f"{report['params']['removed']:.0%} fewer denoiser parameters, retrained "
+            f"{report['retraining']['steps']} steps")
+    quality = report.get("quality")
+    if quality:
+        line += (f"; {quality['speedup_per_step']:.2f}x faster per step, "
+                 f"{quality['metric']} {quality['pruned']:.3f} vs {quality['full']:.3f}")
+    return line
 
 
 def known_prompts(name: str) -> list[str]:
@@ -333,9 +364,11 @@ def load_preset(name: str, **kwargs: Any):
     if preset.shipped:
         path = preset_path(name)
         if not is_available(preset):
+            how = (f"prune {preset.pruned_from} with `layerstudio prune` and ship the result"
+                   if preset.pruned_from else
+                   f"train them with `layerstudio train {preset.recipe} --output {path}`")
             raise InvalidInputError(
-                f"the shipped preset {name!r} has no weights in {path}; train them with "
-                f"`layerstudio train {preset.recipe} --output {path}`")
+                f"the shipped preset {name!r} has no weights in {path}; {how}")
         # Weights ship in fp16 to stay small; compute in fp32 unless asked (CPUs lack fp16).
         import torch
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["IMAGE_SIZE", "LATENT_SIZE", "MAX_TOKENS", "tiny_flux", "tiny_sdxl_components",
+__all__ = ["IMAGE_SIZE", "LATENT_SIZE", "MAX_TOKENS", "tiny_flux", "tiny_sd_pipeline",
+           "tiny_sdxl_components",
            "tiny_text_encoder",
            "tiny_transparent_decoder", "tiny_transparent_encoder", "tiny_unet", "tiny_vae"]
 
@@ -63,6 +64,21 @@ def tiny_unet(**overrides: Any):
                   cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32)
     config.update(overrides)
     return UNet2DConditionModel(**config)
+
+
+def tiny_sd_pipeline(tokenizer, scheduler=None, **unet_overrides: Any):
+    """A randomly initialised SD 1.5-shaped ``StableDiffusionPipeline`` over ``tokenizer``
+    (tiny VAE, text encoder and U-Net; DDIM by default): what tests of code for public SD
+    checkpoints run on."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    vocab = tokenizer.get_vocab()
+    return StableDiffusionPipeline(
+        vae=tiny_vae(), text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
+                                                       tokenizer.eos_token_id),
+        tokenizer=tokenizer, unet=tiny_unet(**unet_overrides),
+        scheduler=scheduler or DDIMScheduler(clip_sample=False), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
 
 
 def tiny_sdxl_components(tokenizer, **unet_overrides: Any) -> dict[str, Any]:

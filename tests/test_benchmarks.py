@@ -203,3 +203,22 @@ def test_layered_memory_benchmark_scores_each_configuration_against_inpainting(t
         assert 0 <= row["added"] <= 1 and row["seconds"] > 0 and row["background_psnr"] > 0
         assert (name == "inpainting") != ("ratio_to_inpainting" in row)
     assert (tmp_path / "sheet.png").is_file()
+
+
+def test_compress_benchmark_scores_pruned_variants_against_the_full_models(tmp_path):
+    common = ["--finetune-steps", "1", "--learn-steps", "1", "--calib", "2", "--repeats", "1",
+              "--work", str(tmp_path)]
+    unet = _report("compress.py", "--only", "unet", "--unet-methods", "laptop,handpicked",
+                   "-n", "2", *common)["unet"]
+    assert set(unet["variants"]) == {"full", "laptop@0.45", "handpicked@0.45", "laptop@0.5"}
+    laptop = unet["variants"]["laptop@0.45"]
+    assert laptop["params_removed"] >= 0.45 and laptop["speedup_per_step"] > 0
+    assert 0 <= laptop["judge_top1_recomposed"] <= 1 and "psnr_vs_full" in laptop
+    assert set(unet["target"]["beats"]) == {"handpicked"}
+    saved = json.loads((tmp_path / "unet-laptop-0.45" / "compression.json").read_text())
+    assert saved["quality"]["metric"] == "judge_top1_recomposed"
+    dit = _report("compress.py", "--only", "dit", "--dit-methods", "tinyfusion,evenly",
+                  "--layouts", "1", *common)["dit"]
+    assert set(dit["variants"]) == {"full", "tinyfusion@0.5", "evenly@0.5"}
+    assert dit["variants"]["evenly@0.5"]["keep"] == {
+        "transformer_blocks": [1], "single_transformer_blocks": [0, 3]}

@@ -155,16 +155,9 @@ def test_dense_diffusers_deltas_and_bad_files(tmp_path):
 def test_a_release_assembles_offline_from_local_folders(tmp_path, monkeypatch):
     """The released-checkpoint path end to end, with tiny stand-ins for SD 1.5 and the
     LayerDiffuse files under their real names."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
     from layerstudio.pipelines.latent_transparency import released
     from layerstudio.presets import load_preset
-    from layerstudio.tiny_models import (
-        tiny_text_encoder,
-        tiny_transparent_decoder,
-        tiny_unet,
-        tiny_vae,
-    )
+    from layerstudio.tiny_models import tiny_sd_pipeline, tiny_transparent_decoder
     from layerstudio.tokenizer import build_tokenizer_files, caption_vocabulary, load_tokenizer
 
     # the public preset names what to download when nothing is cached
@@ -174,14 +167,9 @@ def test_a_release_assembles_offline_from_local_folders(tmp_path, monkeypatch):
     build_tokenizer_files(tmp_path / "tok", caption_vocabulary())
     tokenizer = load_tokenizer(tmp_path / "tok")
     torch.manual_seed(0)
-    unet = tiny_unet()
-    StableDiffusionPipeline(
-        vae=tiny_vae(), text_encoder=tiny_text_encoder(len(tokenizer.get_vocab()),
-                                                       tokenizer.bos_token_id,
-                                                       tokenizer.eos_token_id),
-        tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(clip_sample=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    ).save_pretrained(tmp_path / "base")
+    base = tiny_sd_pipeline(tokenizer)
+    unet = base.unet
+    base.save_pretrained(tmp_path / "base")
     patches = tmp_path / "layerdiffusion-v1"
     patches.mkdir()
     # tiny U-Net: one layer per block, attention in down levels 1-2 and up levels 0-1

@@ -11,7 +11,13 @@ import torch
 from layerstudio import InvalidInputError
 from layerstudio.cli import main
 from layerstudio.presets import PRESETS, get_preset, load_preset
-from layerstudio.tiny_models import tiny_flux, tiny_text_encoder, tiny_unet, tiny_vae
+from layerstudio.tiny_models import (
+    tiny_flux,
+    tiny_sd_pipeline,
+    tiny_text_encoder,
+    tiny_unet,
+    tiny_vae,
+)
 from layerstudio.tokenizer import caption_vocabulary, load_tokenizer
 
 
@@ -170,17 +176,12 @@ def test_training_smoke_run_with_resume(tmp_path):
 
 
 def test_text_to_image_eval_on_random_models(tokenizer):
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, DDPMScheduler
 
     from layerstudio.eval.runner import evaluate_text_to_image
 
     torch.manual_seed(0)
-    vocab = tokenizer.get_vocab()
-    pipe = StableDiffusionPipeline(
-        vae=tiny_vae(), text_encoder=tiny_text_encoder(len(vocab), tokenizer.bos_token_id,
-                                                       tokenizer.eos_token_id),
-        tokenizer=tokenizer, unet=tiny_unet(), scheduler=DDPMScheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = tiny_sd_pipeline(tokenizer, scheduler=DDPMScheduler())
     assert isinstance(pipe.vae, AutoencoderKL)
     report = evaluate_text_to_image("tiny-sd", "train", 3, 0, pipeline=pipe,
                                     judge=_random_judge())

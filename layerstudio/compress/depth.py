@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 __all__ = ["BLOCK_LISTS", "block_influence", "block_lists", "evenly_spaced", "kept_model",
-           "random_blocks", "saved_and_loaded"]
+           "last_is_fixed", "loaded_cleanly", "random_blocks", "saved_and_loaded"]
 
 BLOCK_LISTS = {"transformer_blocks": "num_layers", "single_transformer_blocks":
                "num_single_layers"}
@@ -38,9 +38,8 @@ def block_lists(model: torch.nn.Module) -> dict[str, torch.nn.ModuleList]:
     return {name: blocks for name, blocks in found.items() if len(blocks)}
 
 
-def _last_is_fixed(model: torch.nn.Module, name: str) -> bool:
+def last_is_fixed(blocks: torch.nn.ModuleList) -> bool:
     """SD3's last joint block is context-pre-only (it returns no text stream): keep it."""
-    blocks = getattr(model, name)
     return bool(getattr(blocks[-1], "context_pre_only", False))
 
 
@@ -57,7 +56,7 @@ def kept_model(model: torch.nn.Module, keep: dict[str, Iterable[int]]) -> torch.
         size = len(lists[name])
         if not chosen or chosen[0] < 0 or chosen[-1] >= size:
             raise ValueError(f"{name}: keep at least one of blocks 0..{size - 1}, got {chosen}")
-        if _last_is_fixed(model, name) and chosen[-1] != size - 1:
+        if last_is_fixed(lists[name]) and chosen[-1] != size - 1:
             raise ValueError(f"{name}: the last block is context-pre-only and must be kept")
         setattr(pruned, name, torch.nn.ModuleList(getattr(pruned, name)[i] for i in chosen))
         counts[BLOCK_LISTS[name]] = len(chosen)
@@ -114,12 +113,17 @@ def block_influence(model: torch.nn.Module, run: Callable[[], object]
     return {name: [float(np.mean(values)) for values in rows] for name, rows in scores.items()}
 
 
-def saved_and_loaded(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module:
-    """``model`` saved to ``folder`` and loaded back with plain ``from_pretrained``; an error
-    if any key is missing, unexpected or mismatched (diffusers would only warn)."""
-    model.save_pretrained(folder)
-    loaded, info = type(model).from_pretrained(folder, output_loading_info=True)
+def loaded_cleanly(model_class: type, folder: str | Path, **kwargs) -> torch.nn.Module:
+    """``model_class.from_pretrained(folder)``; an error if any key is missing, unexpected or
+    mismatched (diffusers would only warn and initialise the missing ones randomly)."""
+    loaded, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
     problems = {key: value for key, value in info.items() if value}
     if problems:
-        raise ValueError(f"the pruned model does not load cleanly: {problems}")
+        raise ValueError(f"the pruned model in {folder} does not load cleanly: {problems}")
     return loaded
+
+
+def saved_and_loaded(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module:
+    """``model`` saved to ``folder`` and loaded back cleanly (:func:`loaded_cleanly`)."""
+    model.save_pretrained(folder)
+    return loaded_cleanly(type(model), folder)

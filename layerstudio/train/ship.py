@@ -109,8 +109,9 @@ def ship(run: str | Path, preset: str) -> dict[str, str]:
         else:
             shutil.copytree(run / part, staging / part)
     shutil.copy2(run / "model_index.json", staging / "model_index.json")
-    if (run / "training.json").is_file():  # which hardware made it, how long it took
-        shutil.copy2(run / "training.json", staging / "training.json")
+    for record in ("training.json", "compression.json"):  # how it was made, on what
+        if (run / record).is_file():
+            shutil.copy2(run / record, staging / record)
     _write_borrowed(staging, shared)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
