@@ -17,7 +17,8 @@ same calibration set and the same number of retraining steps on the preset's own
    The random baseline is the mean of ``--random-draws`` seeds.
 
 Speed: seconds per denoiser step (the calls one generation makes, replayed; best of
-``--repeats``) and per image (the whole pipeline), with ratios full / pruned. Every variant's
+``--repeats``) and per image (the whole pipeline), with ratios full / pruned; the full and the
+pruned pipeline are timed in alternation, so a busy machine slows both alike. Every variant's
 scores are also written into its ``compression.json`` (what ``layerstudio models`` shows once
 a variant is shipped).
 
@@ -74,26 +75,26 @@ def _variant(base: str, kind: str, method: str, ratio: float, seed: int, args,
 
 
 @torch.no_grad()
-def _step_seconds(pipe, key: str, run, repeats: int) -> float:
-    """Seconds per denoiser call over the calls one generation makes (best of repeats)."""
-    model = getattr(pipe, key)
-    with recording(model) as calls:
-        run(pipe)
-    best = float("inf")
+def _paired_seconds(full, pruned, key: str, run, repeats: int) -> dict[str, float]:
+    """Seconds per denoiser step and per image of the full and the pruned pipeline, timed
+    in alternation (best of ``repeats`` each), so a busy machine slows both alike. A step is
+    one of the denoiser calls a generation makes (recorded from the full model, replayed on
+    both)."""
+    with recording(getattr(full, key)) as calls:
+        run(full)
+    best = {"full_step": float("inf"), "step": float("inf"), "full_image": float("inf"),
+            "image": float("inf")}
     for _ in range(repeats):
-        started = time.perf_counter()
-        for call in calls:
-            replay(model, call)
-        best = min(best, (time.perf_counter() - started) / len(calls))
-    return best
-
-
-def _image_seconds(pipe, run, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run(pipe)
-        best = min(best, time.perf_counter() - started)
+        for prefix, pipe in (("full_", full), ("", pruned)):
+            model = getattr(pipe, key)
+            started = time.perf_counter()
+            for call in calls:
+                replay(model, call)
+            best[prefix + "step"] = min(best[prefix + "step"],
+                                        (time.perf_counter() - started) / len(calls))
+            started = time.perf_counter()
+            run(pipe)
+            best[prefix + "image"] = min(best[prefix + "image"], time.perf_counter() - started)
     return best
 
 
@@ -169,26 +170,25 @@ def _study(base: str, kind: str, variants: list[tuple[str, float]], quality_key:
     full.set_progress_bar_config(disable=True)
     key = "unet" if kind == "unet" else "transformer"
     full_scores, reference = scores_of(full, judge, None)
-    full_step = _step_seconds(full, key, run, args.repeats)
-    full_image = _image_seconds(full, run, args.repeats)
     params = sum(p.numel() for p in getattr(full, key).parameters())
-    rows = {"full": {"params": params, "seconds_per_step": round(full_step, 5),
-                     "seconds_per_image": round(full_image, 4), **full_scores}}
+    rows = {"full": {"params": params, **full_scores}}
     for method, ratio, seed in variants:
         folder = _variant(base, kind, method, ratio, seed, args, work)
         pipe = loader.from_pretrained(folder, dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         scores, _ = scores_of(pipe, judge, reference)
-        step = _step_seconds(pipe, key, run, args.repeats)
-        image = _image_seconds(pipe, run, args.repeats)
+        timed = _paired_seconds(full, pipe, key, run, args.repeats)
         report = json.loads((folder / COMPRESSION_FILE).read_text())
         row = {"ratio": ratio, "params": report["params"]["after"],
                "params_removed": report["params"]["removed"],
                "removed" if kind == "unet" else "keep": report.get("removed",
                                                                    report.get("keep")),
-               "seconds_per_step": round(step, 5), "seconds_per_image": round(image, 4),
-               "speedup_per_step": round(full_step / step, 3),
-               "speedup_per_image": round(full_image / image, 3), **scores,
+               "seconds_per_step": round(timed["step"], 5),
+               "seconds_per_image": round(timed["image"], 4),
+               "full_seconds_per_step": round(timed["full_step"], 5),
+               "full_seconds_per_image": round(timed["full_image"], 4),
+               "speedup_per_step": round(timed["full_step"] / timed["step"], 3),
+               "speedup_per_image": round(timed["full_image"] / timed["image"], 3), **scores,
                "quality_drop": round(1 - scores[quality_key] /
                                      max(full_scores[quality_key], 1e-9), 4)}
         if "additivity" in report:

@@ -247,7 +247,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                    learning_rate=args.learning_rate, batch_size=args.batch_size,
                    prompts=prompts, seed=args.seed, device=args.device)
     params = report["params"]
-    print(f"pruned {args.model} ({args.kind}, {args.method}): {params['before']:,} -> "
+    print(f"pruned {args.model} ({args.kind}, {report['method']}): {params['before']:,} -> "
           f"{params['after']:,} parameters ({params['removed']:.0%} removed), retrained "
           f"{args.finetune_steps} steps; wrote {args.output} (details in compression.json; "
           f"`layerstudio ship {args.output} PRESET` installs it)")

@@ -94,7 +94,7 @@ def denoiser_name(pipe_or_module) -> str:
     for name in ("unet", "transformer"):
         if name in parts and isinstance(parts[name], nn.Module):
             return name
-    raise ValueError(f"{type(pipe_or_module).__name__} has no unet or transformer to prune")
+    raise LookupError(f"{type(pipe_or_module).__name__} has no unet or transformer to prune")
 
 
 def _take(calls: list[Call], samples: int) -> list[Call]:

@@ -80,7 +80,10 @@ def _objective(model: str, pipe, prompts: Sequence[str] | None, batch_size: int 
     from ..presets import PRESETS, known_prompts, recipe_of
 
     if model in PRESETS and recipe_of(model) and not prompts:
-        return RecipeObjective(model, device=device, batch_size=batch_size)
+        try:
+            return RecipeObjective(model, device=device, batch_size=batch_size)
+        except LookupError:  # its recipe trains something else (an adapter on a frozen base)
+            pass
     words = list(prompts or (known_prompts(model) if model in PRESETS else []) or
                  DEFAULT_PROMPTS)
     return PipelineObjective(pipe, words)
@@ -256,6 +259,12 @@ def _save(pipe, key: str, student: nn.Module, output: Path, report: dict) -> Non
             component.half()
     pipe.save_pretrained(staging, safe_serialization=True)
     loaded_cleanly(type(student), staging / key)
+    try:  # the whole pipeline must still assemble around the smaller denoiser
+        type(pipe).from_pretrained(staging, local_files_only=True)
+    except (ValueError, RuntimeError, KeyError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InvalidInputError(f"the pruned {key} no longer fits {type(pipe).__name__}: "
+                                f"{error}") from None
     (staging / COMPRESSION_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if output.exists():
         shutil.rmtree(output)

@@ -257,7 +257,8 @@ def pruned_unet(unet: UNet2DConditionModel, removed) -> UNet2DConditionModel:
         if new is not None:
             state[new] = value
     model.load_state_dict(state, strict=True)
-    return model.to(device=unet.device, dtype=unet.dtype)
+    model = model.to(unet.device)
+    return model if model.dtype == unet.dtype else model.to(unet.dtype)
 
 
 def unit_parameters(unet: UNet2DConditionModel, removed) -> int:
