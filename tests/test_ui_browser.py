@@ -62,11 +62,12 @@ def model_choices(page) -> list[str]:
 
 
 def test_the_model_list_follows_the_mode(page):
-    assert model_choices(page) == ["tiny-layerdiffuse", "tiny-sd", "tiny-dit"]
+    assert model_choices(page) == ["tiny-layerdiffuse", "tiny-sd", "tiny-dit",
+                                   "tiny-layerdiffuse-laptop30"]
     page.get_by_label("Layers in boxes").check()
     page.wait_for_function(
         "document.querySelector('#model input')?.value === 'tiny-art'", timeout=10_000)
-    assert model_choices(page) == ["tiny-art"]
+    assert model_choices(page) == ["tiny-art", "tiny-art-tf2x"]
     page.get_by_label("Transparent layer").check()
 
 

@@ -146,7 +146,7 @@ def test_drawn_regions_are_scaled_to_the_canvas():
 def test_models_for_lists_generators_here_with_the_default_first():
     assert models_for("fg")[0] == "tiny-layerdiffuse"
     assert "tiny-judge" not in models_for("fg")
-    assert models_for("layers") == ["tiny-art"]
+    assert models_for("layers") == ["tiny-art", "tiny-art-tf2x"]
     assert set(models_for("fg")) | {"tiny-art"} <= set(models_for(None))
 
 

@@ -20,24 +20,28 @@ from ..presets import PRESETS, SHARED_FILE, get_preset, is_available
 __all__ = ["ship"]
 
 
+_PROVENANCE = {"_name_or_path", "_diffusers_version", "transformers_version"}
+"""Config keys that say where and with which library version a folder was saved, not what
+it holds."""
+
+
 def _same_file(a: Path, b: Path) -> bool:
-    """Same bytes; for JSON configs, the same content apart from ``_name_or_path`` (where
-    the folder was saved from, which diffusers records)."""
+    """Same bytes; for JSON configs, the same content apart from provenance keys."""
     if a.suffix == ".json":
         def content(path: Path):
             data = json.loads(path.read_text())
-            return {k: v for k, v in data.items() if k != "_name_or_path"} \
+            return {k: v for k, v in data.items() if k not in _PROVENANCE} \
                 if isinstance(data, dict) else data
         return content(a) == content(b)
     return filecmp.cmp(a, b, shallow=False)
 
 
 def _same_folder(a: Path, b: Path) -> bool:
-    """Whether two folders hold the same files with the same weights and settings."""
-    names = sorted(p.name for p in a.iterdir() if p.is_file())
-    if names != sorted(p.name for p in b.iterdir() if p.is_file()):
-        return False
-    return all(_same_file(a / name, b / name) for name in names)
+    """Whether every file of folder ``a`` is in ``b`` with the same weights and settings
+    (``b`` may hold more: a tokenizer saved by an older library also has its vocab files)."""
+    names = [p.name for p in a.iterdir() if p.is_file()]
+    return bool(names) and all((b / name).is_file() and _same_file(a / name, b / name)
+                               for name in names)
 
 
 def _borrowed(name: str) -> dict[str, str]:
