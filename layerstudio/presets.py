@@ -330,6 +330,16 @@ byte-for-byte another shipped preset's (a frozen VAE, a tokenizer, a frozen U-Ne
 package ships each set of weights once."""
 
 
+def pipeline_parts(index: Path) -> list[str]:
+    """The component names a pipeline folder's ``model_index.json`` sets (not the ``_``
+    metadata, not the optional components left empty)."""
+    import json
+
+    data = json.loads(Path(index).read_text())
+    return [name for name, value in data.items()
+            if not name.startswith("_") and isinstance(value, list) and value[0] is not None]
+
+
 def component_folder(name: str, part: str) -> Path:
     """Where a shipped preset's component ``part`` lives: its own folder, or the preset its
     ``shared.json`` takes it from."""

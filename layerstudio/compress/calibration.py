@@ -113,7 +113,7 @@ class RecipeObjective:
 
     def __init__(self, preset: str, device: torch.device | str = "cpu",
                  batch_size: int | None = None) -> None:
-        from ..presets import component_folder, preset_path, recipe_of
+        from ..presets import component_folder, pipeline_parts, preset_path, recipe_of
         from ..train import load_recipe
         from ..train.registry import TASKS
 
@@ -124,7 +124,7 @@ class RecipeObjective:
         self._folder = tempfile.TemporaryDirectory(prefix="layerstudio-prune-")
         work = Path(self._folder.name)
         index = preset_path(preset) / "model_index.json"
-        for part in _parts(index):  # the preset as one folder, shared parts included
+        for part in pipeline_parts(index):  # the preset as one folder, shared parts included
             (work / part).symlink_to(component_folder(preset, part).resolve(),
                                      target_is_directory=True)
         (work / "model_index.json").symlink_to(index.resolve())
@@ -162,15 +162,6 @@ class RecipeObjective:
                 step += 1
             found = _take(calls, samples)
         return found
-
-
-def _parts(index: Path) -> list[str]:
-    """A pipeline folder's component names (its ``model_index.json`` entries that are set)."""
-    import json
-
-    data = json.loads(index.read_text())
-    return [name for name, value in data.items()
-            if not name.startswith("_") and isinstance(value, list) and value[0] is not None]
 
 
 class PipelineObjective:

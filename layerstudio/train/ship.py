@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import presets
 from ..errors import InvalidInputError
-from ..presets import PRESETS, SHARED_FILE, get_preset, is_available
+from ..presets import PRESETS, SHARED_FILE, get_preset, is_available, pipeline_parts
 
 __all__ = ["ship"]
 
@@ -88,9 +88,7 @@ def ship(run: str | Path, preset: str) -> dict[str, str]:
         raise InvalidInputError(f"{preset!r} is not a shipped preset")
     if not (run / "model_index.json").is_file():
         raise InvalidInputError(f"{run} holds no trained pipeline (no model_index.json)")
-    index = json.loads((run / "model_index.json").read_text())
-    parts = [name for name, value in index.items()
-             if not name.startswith("_") and isinstance(value, list) and value[0] is not None]
+    parts = pipeline_parts(run / "model_index.json")
     target = presets.preset_path(preset)
     staging = target.with_name(target.name + ".shipping")
     shutil.rmtree(staging, ignore_errors=True)
